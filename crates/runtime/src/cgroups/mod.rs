@@ -1,0 +1,1 @@
+//! cgroup management (placeholder, being written).

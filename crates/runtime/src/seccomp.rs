@@ -1,0 +1,1 @@
+//! seccomp filter compilation (placeholder, being written).
