@@ -110,6 +110,12 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
             return Err(bad(&format!("mount destination {} must be absolute", m.destination().display())));
         }
     }
+    let hugepages = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.hugepage_limits().as_deref());
+    for h in hugepages.unwrap_or_default() {
+        if !valid_page_size(h.page_size()) {
+            return Err(bad(&format!("hugepageLimits pageSize {:?} must look like 2MB or 1GB", h.page_size())));
+        }
+    }
     let ns = spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
     for n in ns {
@@ -122,6 +128,35 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
         return Err(bad("hostname requires a new uts namespace"));
     }
     Ok((bundle, spec, rootfs))
+}
+
+/// Page sizes as the spec's schema has them: digits then KB, MB, GB, ….
+fn valid_page_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && matches!(unit, "KB" | "MB" | "GB" | "TB" | "PB")
+}
+
+/// Host uid/gid that container root maps to, for a new user namespace.
+fn root_host_ids(spec: &Spec) -> Option<(u32, u32)> {
+    let linux = spec.linux().as_ref()?;
+    let userns = linux
+        .namespaces()
+        .as_deref()?
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User && n.path().is_none());
+    if !userns {
+        return None;
+    }
+    let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.as_deref()?.iter().find_map(|m| {
+            (m.container_id() == 0 && m.size() > 0).then_some(m.host_id())
+        })
+    };
+    Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
 }
 
 fn connect_console(path: &Path) -> Result<OwnedFd> {
@@ -228,6 +263,12 @@ impl Runtime {
             let config = serde_json::to_vec(&spec).map_err(|e| Error::Other(format!("encoding config: {e}")))?;
             state::write_atomic(&sd.config_file(), &config, 0o600)?;
             nix::unistd::mkfifo(&sd.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600)).ctx(|| "creating exec fifo".into())?;
+            // In a user namespace the init is the host uid mapped to
+            // container root: it must own the fifo to open it.
+            if let Some((uid, gid)) = root_host_ids(&spec) {
+                nix::unistd::chown(&sd.fifo(), Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+                    .ctx(|| "chown exec fifo".into())?;
+            }
             sd.save(&st)?;
             let state_dir = std::fs::OpenOptions::new()
                 .read(true)

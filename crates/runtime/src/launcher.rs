@@ -340,10 +340,11 @@ fn stage2(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
                 console::setup(sock, console_size(l.process))?;
             }
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+            // sysctls go in before readonlyPaths turns /proc/sys read-only.
+            apply_sysctl(spec)?;
             if new_mnt {
                 rootfs::finish(spec, userns)?;
             }
-            apply_sysctl(spec)?;
             if let Some(h) = spec.hostname().as_deref() {
                 if !h.is_empty() {
                     nix::unistd::sethostname(h).ctx(|| format!("setting hostname {h:?}"))?;
@@ -404,8 +405,20 @@ fn common_pre_exec(l: &Launch<'_>) -> Result<()> {
 }
 
 fn chdir_and_find(cwd: &Path, arg0: &str, env: &[String]) -> Result<PathBuf> {
-    nix::unistd::chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
+    chdir_checked(cwd)?;
     process::find_executable(arg0, env, cwd)
+}
+
+/// chdir into the process cwd and make sure we really are inside the
+/// container's root: a cwd like `/proc/self/fd/N` naming a descriptor to a
+/// host directory would otherwise let the process start outside it (the
+/// CVE-2024-21626 class). getcwd fails or reports "(unreachable)" then.
+fn chdir_checked(cwd: &Path) -> Result<()> {
+    nix::unistd::chdir(cwd).ctx(|| format!("chdir to cwd {}", cwd.display()))?;
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err(Error::Other(format!("cwd {} is outside the container's root", cwd.display()))),
+    }
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we go.
@@ -432,7 +445,9 @@ fn finish_and_exec(l: &Launch<'_>, cwd: &Path, exec: ExecArgs) -> Result<std::co
         send_seccomp_listener(l, fd)?;
     }
     // Back into cwd as the final user: permission checks now apply.
-    let _ = nix::unistd::chdir(cwd);
+    if nix::unistd::chdir(cwd).is_ok() {
+        chdir_checked(cwd)?;
+    }
     sys::cloexec_from(3 + l.preserve_fds).ctx(|| "marking descriptors close-on-exec".into())?;
     Err(exec.exec())
 }

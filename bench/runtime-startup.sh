@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Container start-to-exit latency of `berth runtime run`, `crun run` and
+# `runc run` on one busybox bundle whose process is `true`, timed with
+# hyperfine. Appends a section to bench/RESULTS.md and keeps hyperfine's
+# JSON under bench/results/. See bench/README.md.
+#
+# Usage: bench/runtime-startup.sh            (as root)
+# Environment:
+#   RUNS=100 WARMUP=5      hyperfine runs / warmup runs per runtime (RUNS >= 50)
+#   RUNTIMES="berth crun runc"
+#   NO_BUILD=1             use the existing target/release/berth
+#   KEEP_CGROUP_MOUNTS=1   leave the cgroup v1 controllers this script mounts
+#   RESULTS=path           markdown file to append to (default bench/RESULTS.md)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+RUNS=${RUNS:-100}
+WARMUP=${WARMUP:-5}
+RUNTIMES=${RUNTIMES:-"berth crun runc"}
+RESULTS=${RESULTS:-$here/RESULTS.md}
+
+die() { echo "runtime-startup: $*" >&2; exit 1; }
+log() { echo "runtime-startup: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (containers, cgroups, mounts)"
+[ "$RUNS" -ge 50 ] || die "RUNS must be at least 50 (got $RUNS)"
+for t in hyperfine jq cargo; do
+  command -v "$t" >/dev/null || die "$t not found (apt-get install -y hyperfine jq; rustup for cargo)"
+done
+
+# ---------------------------------------------------------------- build
+target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+if [ -z "${NO_BUILD:-}" ]; then
+  log "building berth (release)"
+  (cd "$repo" && cargo build --release -p berth >&2)
+fi
+BERTH=$target_dir/release/berth
+[ -x "$BERTH" ] || die "$BERTH missing (build with cargo build --release -p berth)"
+
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+bundle=$work/bundle
+mounted=()  # cgroup v1 hierarchies this script mounted
+created=()  # mount point dirs it made
+
+# Commands per runtime, each with its own state dir.
+rt_cmd() {
+  case $1 in
+    berth) echo "$BERTH runtime --root $work/state-berth" ;;
+    crun) echo "crun --root $work/state-crun" ;;
+    runc) echo "runc --root $work/state-runc" ;;
+    *) die "unknown runtime $1" ;;
+  esac
+}
+
+# The v1 hierarchy a controller is bound to (0: none, i.e. cgroup2).
+hierarchy_of() { awk -v c="$1" '$1 == c { print $2 }' /proc/cgroups; }
+ctrl_mounted() { findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$1"; }
+
+unmount_cgroups() {
+  local dir i c left spec
+  [ ${#mounted[@]} -gt 0 ] || { for dir in "${created[@]}"; do rmdir "$dir" 2>/dev/null || true; done; return 0; }
+  # A v1 hierarchy outlives its umount when it still has (even dying)
+  # child cgroups then; hugetlb would then stay off cgroup2. Let removed
+  # container cgroups go away first, and retry until every controller is
+  # back on the unified hierarchy (hierarchy 0 in /proc/cgroups).
+  for i in 1 2 3 4 5; do
+    sleep 1
+    for dir in "${mounted[@]}"; do
+      if mountpoint -q "$dir"; then umount "$dir" || log "umount $dir failed"; fi
+    done
+    sleep 1
+    left=
+    for dir in "${mounted[@]}"; do
+      spec=${dir##*/}
+      for c in ${spec//,/ }; do [ "$(hierarchy_of "$c")" = 0 ] || left="$left $c"; done
+    done
+    [ -z "$left" ] && break
+    log "controllers still on a detached v1 hierarchy:$left; remounting to release them (try $i)"
+    for dir in "${mounted[@]}"; do
+      mountpoint -q "$dir" || mount -t cgroup -o "${dir##*/}" cgroup "$dir" || true
+    done
+  done
+  for dir in "${created[@]}"; do rmdir "$dir" 2>/dev/null || true; done
+  [ -z "$left" ] || log "WARNING: could not return$left to cgroup2; run: mount -t cgroup -o <ctrl> cgroup /sys/fs/cgroup/<ctrl> && umount it"
+  mounted=()
+}
+
+cleanup() {
+  local r
+  for r in $RUNTIMES; do
+    $(rt_cmd "$r") delete --force "bench-$r" >/dev/null 2>&1 || true
+    $(rt_cmd "$r") delete --force "smoke-$r" >/dev/null 2>&1 || true
+  done
+  if [ -z "${KEEP_CGROUP_MOUNTS:-}" ]; then unmount_cgroups; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --------------------------------------------------------------- bundle
+log "making the busybox bundle in $bundle"
+mkdir -p "$bundle"
+"$repo/scripts/mk-busybox-rootfs" "$bundle/rootfs" >/dev/null
+(cd "$bundle" && "$BERTH" runtime spec)
+spec_version=$(jq -r .ociVersion "$bundle/config.json")
+jq '.process.terminal = false | .process.args = ["true"]' "$bundle/config.json" >"$work/c.json"
+mv "$work/c.json" "$bundle/config.json"
+
+# Runs one container once; prints its combined output; returns its status.
+# A container still known to the runtime after `run` returns is marked in
+# $work/left-<runtime> (`run` must delete it, as runc does).
+smoke() {
+  local r=$1 out rc=0
+  out=$(timeout 60 $(rt_cmd "$r") run --bundle "$bundle" "smoke-$r" </dev/null 2>&1) || rc=$?
+  if [ $rc = 0 ] && $(rt_cmd "$r") state "smoke-$r" >/dev/null 2>&1; then : >"$work/left-$r"; fi
+  $(rt_cmd "$r") delete --force "smoke-$r" >/dev/null 2>&1 || true
+  printf '%s' "$out"
+  return $rc
+}
+
+notes=()
+note() { notes+=("$1"); log "$1"; }
+
+# crun 1.8.1 checks ociVersion and cgroup layout before anything else:
+# record what it says about the bundle and host as they are.
+if [[ " $RUNTIMES " == *" crun "* ]] && command -v crun >/dev/null; then
+  if out=$(smoke crun); then
+    note "crun ran the bundle as generated (ociVersion $spec_version) on the unmodified host."
+  else
+    note "crun on the bundle as generated (ociVersion \`$spec_version\`), before any host change: exit $?, \`$(echo "$out" | tr '\n' ' ' | sed 's/ *$//')\`"
+  fi
+fi
+case $spec_version in
+  1.0.*) ;;
+  *)
+    # crun 1.8.1 accepts only 1.0.x ("unknown version specified"); the
+    # rest of the config is the same for every runtime.
+    jq '.ociVersion = "1.0.2-dev"' "$bundle/config.json" >"$work/c.json"
+    mv "$work/c.json" "$bundle/config.json"
+    note "ociVersion set from $spec_version to 1.0.2-dev for all runtimes (crun 1.8.1 rejects other versions)."
+    if [[ " $RUNTIMES " == *" crun "* ]] && command -v crun >/dev/null; then
+      if out=$(smoke crun); then
+        note "with ociVersion 1.0.2-dev crun ran on the unmodified host."
+      else
+        note "crun with ociVersion 1.0.2-dev, before mounting cgroup controllers: exit $?, \`$(echo "$out" | tr '\n' ' ' | sed 's/ *$//')\`"
+      fi
+    fi
+    ;;
+esac
+
+# -------------------------------------------------------------- cgroups
+# On this hybrid host hugetlb sits on the cgroup2 mount and net_cls,
+# net_prio, perf_event are mounted nowhere; crun refuses hybrid mode.
+# Mount them as v1 hierarchies, as systemd does on hybrid hosts.
+if [ -d /sys/fs/cgroup ] && [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ]; then
+  for spec in hugetlb net_cls,net_prio perf_event; do
+    need=
+    for c in ${spec//,/ }; do
+      grep -qw "^$c" /proc/cgroups || continue
+      ctrl_mounted "$c" || need=1
+    done
+    [ -n "$need" ] || continue
+    dir=/sys/fs/cgroup/$spec
+    made=
+    [ -d "$dir" ] || { mkdir "$dir" && made=1 && created+=("$dir"); }
+    if mount -t cgroup -o "$spec" cgroup "$dir"; then
+      mounted+=("$dir")
+      if [ -n "${KEEP_CGROUP_MOUNTS:-}" ]; then after="kept afterwards"; else after="unmounted afterwards"; fi
+      note "mounted cgroup v1 \`$spec\` at $dir for this run ($after)."
+    else
+      [ -z "$made" ] || rmdir "$dir" 2>/dev/null || true
+      note "could not mount cgroup v1 \`$spec\` at $dir."
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------- smoke
+ok=()
+declare -A err
+for r in $RUNTIMES; do
+  if [ "$r" != berth ] && ! command -v "$r" >/dev/null; then
+    err[$r]="$r not installed (apt-get install -y $r)"
+    note "$r: ${err[$r]}; not measured."
+    continue
+  fi
+  if out=$(smoke "$r"); then
+    ok+=("$r")
+    [ ! -e "$work/left-$r" ] || note "$r: the container still existed after \`run\` returned (run should delete it); the benchmark deletes it untimed."
+  else
+    rc=$?
+    err[$r]="exit $rc: $(echo "$out" | tr '\n' ' ' | sed 's/ *$//')"
+    note "$r failed its smoke run, not measured: \`${err[$r]}\`"
+  fi
+done
+[ ${#ok[@]} -gt 0 ] || die "no runtime could run the bundle"
+
+# ------------------------------------------------------------ hyperfine
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$here/results"
+json=$here/results/runtime-startup-$stamp.json
+hf=(hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json")
+cleanup_cmd=
+for r in "${ok[@]}"; do
+  rt=$(rt_cmd "$r")
+  # Each timed run reuses the id: delete any leftover first (untimed).
+  hf+=(--prepare "sh -c '$rt delete --force bench-$r >/dev/null 2>&1 || true'")
+  cleanup_cmd="$cleanup_cmd $rt delete --force bench-$r >/dev/null 2>&1;"
+done
+hf+=(--cleanup "sh -c '$cleanup_cmd true'")
+for r in "${ok[@]}"; do
+  hf+=(-n "$r" "$(rt_cmd "$r") run --bundle $bundle bench-$r")
+done
+log "running: ${hf[*]}"
+"${hf[@]}" >&2
+
+for r in "${ok[@]}"; do
+  left=$(find "$work/state-$r" -mindepth 1 -maxdepth 1 2>/dev/null | tr '\n' ' ')
+  [ -z "$left" ] || note "$r left entries in its state dir after the benchmark: $left"
+done
+
+# -------------------------------------------------------------- results
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+ver() { "$@" 2>&1 | head -n 1 || true; }
+rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$repo" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]; then rev="$rev + uncommitted changes"; fi
+cg=$(stat -fc %T /sys/fs/cgroup)
+[ "$cg" = cgroup2fs ] && cg="cgroup v2" || cg="cgroup v1 ($cg at /sys/fs/cgroup)"
+
+{
+  [ -s "$RESULTS" ] || printf '# berth benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md).\n'
+  echo
+  echo "## runtime-startup — $(date -u +'%Y-%m-%d %H:%M:%S UTC')"
+  echo
+  echo "Time from exec of \`<runtime> run --bundle B <id>\` to its exit, for a busybox"
+  echo "bundle running \`true\` (terminal false, pid/net/ipc/uts/mount/cgroup namespaces,"
+  echo "as generated by \`berth runtime spec\`). hyperfine ${WARMUP} warmup + ${RUNS} runs, no shell (\`-N\`);"
+  echo "each runtime has its own \`--root\`; the id is deleted (untimed) before each run."
+  echo
+  echo "- Machine: $(nproc) CPUs, $cpu, $mem RAM, kernel $(uname -r), $cg"
+  echo "- Load average when the run started: $load"
+  echo "- berth: $(ver "$BERTH" --version) (release build, commit $rev)"
+  command -v crun >/dev/null && echo "- crun: $(crun --version 2>&1 | head -n 1 | sed 's/crun version //')"
+  command -v runc >/dev/null && echo "- runc: $(runc --version 2>&1 | head -n 1 | sed 's/runc version //')"
+  echo "- hyperfine: $(ver hyperfine --version | sed 's/hyperfine //')"
+  echo
+  echo "| runtime | mean ± σ (ms) | median (ms) | min (ms) | max (ms) | median vs berth |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  jq -r '
+    def ms: . * 1000;
+    def f2: (. * 100 | round) as $n
+      | "\(($n / 100) | floor).\($n % 100 | tostring | if length < 2 then "0" + . else . end)";
+    (.results | map(select(.command == "berth")) | first | .median) as $b
+    | .results[]
+    | [ .command,
+        "\(.mean | ms | f2) ± \(.stddev | ms | f2)",
+        (.median | ms | f2),
+        (.min | ms | f2),
+        (.max | ms | f2),
+        (if $b then (.median / $b | f2) + "×" else "–" end) ]
+    | "| " + join(" | ") + " |"' "$json"
+  for r in $RUNTIMES; do
+    [ -z "${err[$r]:-}" ] || echo "| $r | not measured: see notes | | | | |"
+  done
+  echo
+  echo "Raw data: [results/${json##*/}](results/${json##*/})"
+  if [ ${#notes[@]} -gt 0 ]; then
+    echo
+    echo "Notes:"
+    for n in "${notes[@]}"; do echo "- $n"; done
+  fi
+} >>"$RESULTS"
+
+log "results appended to $RESULTS; raw JSON in $json"

@@ -1,0 +1,100 @@
+//! cgroup limits as seen from inside the container (this host: cgroup v1
+//! controllers; the v2 logic is unit-tested against a fake cgroupfs in
+//! berth-runtime).
+
+use serde_json::json;
+
+use crate::common::{self, Bundle, ok, stderr};
+use crate::require_root;
+
+fn v1() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+}
+
+#[test]
+fn memory_cpu_pids_limits_apply() {
+    require_root!();
+    let mut b = Bundle::new("true");
+    let cg = format!("/berth-test/{}", common::unique("cg"));
+    b.config["linux"]["cgroupsPath"] = json!(cg);
+    b.config["linux"]["resources"] = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+        "memory": {"limit": 64 * 1024 * 1024, "reservation": 32 * 1024 * 1024},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        "pids": {"limit": 42}
+    });
+    let script = if v1() {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.soft_limit_in_bytes \
+         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/pids/pids.max \
+         /sys/fs/cgroup/cpuset/cpuset.cpus"
+    } else {
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.low /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpu.max \
+         /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpuset.cpus"
+    };
+    b.config["process"]["args"] = json!(["sh", "-c", script]);
+    let out = ok(&b.run());
+    let lines: Vec<&str> = out.lines().collect();
+    if v1() {
+        assert_eq!(lines, vec!["67108864", "33554432", "512", "50000", "42", "0"]);
+        // The cgroup is removed with the container.
+        assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory{cg}")).exists());
+    } else {
+        assert_eq!(lines[0], "67108864");
+        assert_eq!(lines[4], "42");
+    }
+}
+
+#[test]
+fn pids_limit_is_enforced() {
+    require_root!();
+    let mut b = Bundle::new("for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done 2>/dev/null; jobs | wc -l");
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 5}});
+    let out = b.run();
+    let n: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(99);
+    assert!(n < 10, "pids limit not enforced: {n} background jobs started");
+}
+
+#[test]
+fn device_cgroup_denies_unlisted_devices() {
+    require_root!();
+    // The rootfs gets a /dev/sda-like node the cgroup does not allow.
+    let mut b = Bundle::new("head -c1 /dev/zero >/dev/null && echo zero-ok; head -c1 /dev/mem >/dev/null 2>&1 && echo mem-open || echo mem-denied");
+    b.config["linux"]["devices"] = json!([{"path": "/dev/mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}]);
+    b.config["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}
+    ]});
+    let out = ok(&b.run());
+    assert_eq!(out, "zero-ok\nmem-denied\n");
+}
+
+#[test]
+fn cgroup_mount_shows_the_container_cgroup() {
+    require_root!();
+    if !v1() {
+        eprintln!("skipped: v1-specific layout check");
+        return;
+    }
+    let mut b = Bundle::new("ls /sys/fs/cgroup | tr '\\n' ' '; cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids");
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 77}});
+    let out = ok(&b.run());
+    assert!(out.contains("memory") && out.contains("pids"), "{out}");
+    assert!(out.contains("\n77\n"), "{out}");
+    // With a cgroup namespace the container sees itself at the root.
+    assert!(out.trim_end().ends_with(":pids:/"), "{out}");
+}
+
+#[test]
+fn unsupported_resource_requests_fail_clearly() {
+    require_root!();
+    let mut b = Bundle::new("true");
+    b.config["linux"]["resources"] = json!({"blockIO": {"weight": 500}});
+    let out = b.run();
+    if std::path::Path::new("/sys/fs/cgroup/blkio/blkio.weight").exists() {
+        ok(&out);
+    } else {
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("blkio"), "{}", stderr(&out));
+    }
+}
