@@ -140,6 +140,37 @@ fn valid_page_size(s: &str) -> bool {
         && matches!(unit, "KB" | "MB" | "GB" | "TB" | "PB")
 }
 
+/// The spec's resources with the device rules every container needs
+/// appended (last match wins): mknod of any node, and rw on the default
+/// devices, /dev/console and the pty devices. Without them a "deny all"
+/// rule list would stop the runtime itself from creating /dev.
+fn with_default_devices(r: &oci_spec::runtime::LinuxResources) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+    let mut r = r.clone();
+    let Some(rules) = r.devices().clone() else { return r };
+    if rules.is_empty() {
+        return r;
+    }
+    let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(typ));
+        d.set_major(major);
+        d.set_minor(minor);
+        d.set_access(Some(access.to_string()));
+        d
+    };
+    let mut all = rules;
+    all.push(rule(LinuxDeviceType::C, None, None, "m"));
+    all.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
+        all.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
+    }
+    all.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
+    r.set_devices(Some(all));
+    r
+}
+
 /// Host uid/gid that container root maps to, for a new user namespace.
 fn root_host_ids(spec: &Spec) -> Option<(u32, u32)> {
     let linux = spec.linux().as_ref()?;
@@ -243,6 +274,7 @@ impl Runtime {
             .unwrap_or_else(|| if self.systemd_cgroup { format!("system.slice:berth:{id}") } else { format!("/berth/{id}") });
         let cgroup = Manager::new(&cgroup_path, self.systemd_cgroup)?;
 
+        let resources = linux.and_then(|l| l.resources().as_ref()).map(with_default_devices);
         sd.create(id)?;
         let mut st = ContainerState {
             oci_version: spec.version().clone(),
@@ -288,7 +320,7 @@ impl Runtime {
                 console,
                 preserve_fds: opts.preserve_fds,
                 cgroup: &cgroup,
-                resources: linux.and_then(|l| l.resources().as_ref()),
+                resources: resources.as_ref(),
                 stage2: Stage2::Init {
                     spec: &spec,
                     bundle: &bundle,

@@ -107,12 +107,18 @@ pub fn apply_apparmor(process: &Process) -> Result<()> {
     std::fs::write(attr, format!("exec {p}")).ctx(|| format!("setting apparmor profile {p}"))
 }
 
+/// Capabilities this kernel knows (probed once: each probe is a prctl).
+fn supported_caps() -> &'static CapsHashSet {
+    static SUPPORTED: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
+    SUPPORTED.get_or_init(caps::runtime::thread_all_supported)
+}
+
 fn to_caps(set: Option<&HashSet<oci_spec::runtime::Capability>>) -> CapsHashSet {
     let mut out = CapsHashSet::new();
     for c in set.into_iter().flatten() {
         if let Ok(cap) = format!("CAP_{c}").parse::<Cap>() {
             // Capabilities this kernel does not know are skipped, as runc does.
-            if caps::runtime::thread_all_supported().contains(&cap) {
+            if supported_caps().contains(&cap) {
                 out.insert(cap);
             }
         }
@@ -143,16 +149,11 @@ impl CapSets {
         }
     }
 
-    /// Whether CAP_SYS_ADMIN stays effective (then seccomp can load late
-    /// without no_new_privs).
-    pub fn keeps_sys_admin(&self) -> bool {
-        self.effective.contains(&Cap::CAP_SYS_ADMIN)
-    }
 
     /// Drops the bounding set down to the spec's (needs CAP_SETPCAP, so it
     /// runs before the user switch).
     pub fn apply_bounding(&self) -> Result<()> {
-        for cap in caps::runtime::thread_all_supported() {
+        for &cap in supported_caps() {
             if !self.bounding.contains(&cap) {
                 caps::drop(None, CapSet::Bounding, cap)
                     .map_err(|e| Error::Other(format!("dropping {cap} from the bounding set: {e}")))?;

@@ -12,7 +12,9 @@ use crate::require_root;
 /// shows pids of the /proc mount's namespace (the hook may sit in the
 /// container's new pid namespace while /proc is still the host's).
 /// The loop runs in the hook's shell itself, so /proc/self is that shell.
-const PARENT_EXE: &str = "while read k v; do [ \"$k\" = PPid: ] && p=$v; done < /proc/self/status; readlink /proc/$p/exe";
+/// It also tries to write through the link, as CVE-2019-5736 did.
+const PARENT_EXE: &str = "while read k v; do [ \"$k\" = PPid: ] && p=$v; done < /proc/self/status; \
+    readlink /proc/$p/exe; (: >> /proc/$p/exe) 2>/dev/null && echo WRITABLE; true";
 
 #[test]
 fn runtime_processes_run_from_a_sealed_memfd() {
@@ -23,13 +25,18 @@ fn runtime_processes_run_from_a_sealed_memfd() {
     let out1 = b.tmp.path().join("runtime-exe");
     let out2 = b.tmp.path().join("init-exe");
     b.config["hooks"] = json!({
-        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("{PARENT_EXE} > {}", out1.display())]}],
-        "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("{PARENT_EXE} > {}", out2.display())]}]
+        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", format!("{{ {PARENT_EXE}; }} > {}", out1.display())]}],
+        "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("{{ {PARENT_EXE}; }} > {}", out2.display())]}]
     });
     ok(&b.run());
+    let host_exe = std::fs::canonicalize(crate::common::berth()).expect("berth path");
     for f in [&out1, &out2] {
         let exe = std::fs::read_to_string(f).expect("hook output");
-        assert!(exe.starts_with("/memfd:berth"), "{} runs from {exe:?}, not a sealed memfd", f.display());
+        // Either our detached read-only overlayfs view ("/berth") or the
+        // sealed memfd fallback; never the host binary, never writable.
+        assert!(exe.starts_with("/memfd:berth") || exe.starts_with("/berth\n"), "{} runs from {exe:?}", f.display());
+        assert_ne!(exe.lines().next(), host_exe.to_str(), "runs from the host binary");
+        assert!(!exe.contains("WRITABLE"), "{}: the runtime's exe is writable", f.display());
     }
 }
 
