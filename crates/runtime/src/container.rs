@@ -90,7 +90,8 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
     if !path.exists() {
         return Err(Error::Config { path, msg: "no such file".into() });
     }
-    let spec = Spec::load(&path).map_err(|e| Error::Config { path: path.clone(), msg: e.to_string() })?;
+    let data = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Config { path: path.clone(), msg: json_error(&e) })?;
     let bad = |msg: &str| Error::Config { path: path.clone(), msg: msg.to_string() };
     let process = spec.process().as_ref().ok_or_else(|| bad("process is required"))?;
     if process.args().as_deref().unwrap_or_default().is_empty() {
@@ -123,11 +124,26 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
             return Err(bad(&format!("namespace {} listed twice", n.typ())));
         }
     }
-    let has = |t| ns.iter().any(|n| n.typ() == t && n.path().is_none());
-    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has(oci_spec::runtime::LinuxNamespaceType::Uts) {
-        return Err(bad("hostname requires a new uts namespace"));
+    // A hostname or domainname needs a uts namespace of the container's own,
+    // new or joined by path: never the host's.
+    let has_uts = ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts);
+    if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !has_uts {
+        return Err(bad("hostname requires a uts namespace in linux.namespaces"));
+    }
+    if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !has_uts {
+        return Err(bad("domainname requires a uts namespace in linux.namespaces"));
     }
     Ok((bundle, spec, rootfs))
+}
+
+/// serde_json's message for a bad config.json, without the (long) list of
+/// every accepted variant: "unknown variant `CAP_TEST` at line 1 column 80".
+fn json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(", expected one of") {
+        Some(i) => format!("{} at line {} column {}", &msg[..i], e.line(), e.column()),
+        None => msg,
+    }
 }
 
 /// Page sizes as the spec's schema has them: digits then KB, MB, GB, ….
@@ -267,6 +283,11 @@ impl Runtime {
             (false, _, _) => (None, None),
         };
         let ns = NsPlan::for_spec(&spec)?;
+        if !ns.in_userns() {
+            // Fail `create`, not the container after `start`, when the
+            // process asks for a capability this runtime does not hold.
+            process::CapSets::from_spec(process.capabilities().as_ref()).check_available()?;
+        }
         let cgroup_path = linux
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned())
@@ -383,14 +404,20 @@ impl Runtime {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(sd.fifo())
             .ctx(|| "opening exec fifo".into())?;
-        // Wait until init writes its byte; notice if it died meanwhile.
+        // Wait until init writes its byte, then until its end of the fifo
+        // closes: it is close-on-exec, so EOF means the user process runs
+        // (or init died trying). Returning earlier would let a signal sent
+        // right after `start` reach init before the program could set up
+        // its handlers. Notice if init died meanwhile.
+        let mut got_byte = false;
         loop {
             let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&fifo), PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::from(200u16)) {
                 Ok(n) if n > 0 => {
                     let mut b = [0u8; 1];
                     match nix::unistd::read(&fifo, &mut b) {
-                        Ok(1) => break,
+                        Ok(1) => got_byte = true,
+                        Ok(0) if got_byte => break,
                         Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
                         Err(e) => return Err(e).ctx(|| "reading exec fifo".into()),
                     }
@@ -399,6 +426,9 @@ impl Runtime {
                 Err(e) => return Err(e).ctx(|| "polling exec fifo".into()),
             }
             if !state::init_alive(&st) {
+                if got_byte {
+                    break;
+                }
                 let _ = std::fs::remove_file(sd.fifo());
                 return Err(Error::Other(format!("container {id}: init process exited before start")));
             }

@@ -201,10 +201,22 @@ pub fn launch(l: Launch<'_>) -> Result<Launched> {
         sys::Fork::Parent(pid) => pid,
     };
     drop(child);
-    let result = parent_stage1(&l, &parent, stage1);
-    // Stage 1 exits right after reporting stage 2's pid (or on error).
+    let pid = match parent_stage1(&l, &parent, stage1) {
+        Ok(pid) => pid,
+        Err(e) => {
+            // Stage 1 may still wait for our Go (the id maps or the cgroup
+            // failed): it must not outlive the error. Dropping the channel
+            // gives it (and a stage 2, if one was forked) EOF; SIGKILL makes
+            // sure of stage 1 before we reap it.
+            drop(parent);
+            let _ = nix::sys::signal::kill(stage1, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(stage1, None);
+            return Err(e);
+        }
+    };
+    // Stage 1 exits right after reporting stage 2's pid.
     let _ = waitpid(stage1, None);
-    result.map(|pid| Launched { pid, channel: parent })
+    Ok(Launched { pid, channel: parent })
 }
 
 fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid) -> Result<i32> {
@@ -359,7 +371,8 @@ fn stage2(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
             let exe = chdir_and_find(&cwd, arg0, &env)?;
             let exec = ExecArgs::new(&exe, l.process)?;
             ch.send(&Msg::Ready).ctx(|| "reporting readiness".into())?;
-            wait_for_start(state_dir)?;
+            // Held (close-on-exec) until exec: `start` waits for its EOF.
+            let _fifo = wait_for_start(state_dir)?;
             if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_deref()) {
                 hooks::run("startContainer", h, &init_state(spec, bundle))?;
             }
@@ -422,7 +435,8 @@ fn chdir_checked(cwd: &Path) -> Result<()> {
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we go.
-fn wait_for_start(state_dir: &File) -> Result<()> {
+/// The returned write end must stay open until exec.
+fn wait_for_start(state_dir: &File) -> Result<OwnedFd> {
     let fd = nix::fcntl::openat(
         state_dir,
         "exec.fifo",
@@ -431,7 +445,7 @@ fn wait_for_start(state_dir: &File) -> Result<()> {
     )
     .ctx(|| "opening exec fifo".into())?;
     nix::unistd::write(&fd, b"0").ctx(|| "writing exec fifo".into())?;
-    Ok(())
+    Ok(fd)
 }
 
 /// User switch, capabilities, no_new_privs, seccomp, fd hygiene, exec.

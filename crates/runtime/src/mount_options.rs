@@ -16,8 +16,8 @@ pub struct MountOptions {
     pub bind: bool,
     /// Recursive bind ("rbind").
     pub recursive: bool,
-    /// Recursive read-only ("rro"): needs mount_setattr; applied as plain ro
-    /// on each submount we create.
+    /// Recursive read-only ("rro"): applied with mount_setattr(AT_RECURSIVE)
+    /// so submounts of an rbind become read-only too.
     pub recursive_ro: bool,
     /// Unknown options, passed to the filesystem as data ("size=64k,mode=755").
     pub data: Vec<String>,

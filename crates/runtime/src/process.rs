@@ -150,6 +150,23 @@ impl CapSets {
     }
 
 
+    /// Checks that every capability to keep (permitted, effective) is one
+    /// this process holds: capset could not grant others, and the error
+    /// would come only after `start`, on the container's stderr.
+    pub fn check_available(&self) -> Result<()> {
+        let ours = caps::read(None, CapSet::Permitted).map_err(|e| Error::Other(format!("reading capabilities: {e}")))?;
+        let mut missing: Vec<String> =
+            self.permitted.union(&self.effective).filter(|c| !ours.contains(c)).map(|c| c.to_string()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        Err(Error::Other(format!(
+            "process.capabilities asks for {} which the runtime does not hold (not in its permitted set)",
+            missing.join(", ")
+        )))
+    }
+
     /// Drops the bounding set down to the spec's (needs CAP_SETPCAP, so it
     /// runs before the user switch).
     pub fn apply_bounding(&self) -> Result<()> {

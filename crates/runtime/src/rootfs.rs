@@ -92,8 +92,9 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = u32::from(b[i + 1] - b'0') * 64 + u32::from(b[i + 2] - b'0') * 8 + u32::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
             i += 4;
         } else {
             out.push(b[i]);
@@ -161,6 +162,11 @@ fn mount_entry(ctx: &RootfsContext<'_>, root: &Root, m: &Mount) -> Result<()> {
         if opts.needs_bind_remount() {
             let target = resolve(root, &dest)?;
             remount(&magic(&target), opts.flags, ctx.userns)?;
+        }
+        if opts.recursive_ro {
+            let target = resolve(root, &dest)?;
+            crate::sys::set_recursive_readonly(std::os::fd::AsFd::as_fd(&target))
+                .ctx(|| "making the bind mount recursively read-only (rro)".into())?;
         }
         apply_propagation(root, &dest, &opts)?;
         return Ok(());
@@ -527,5 +533,7 @@ mod tests {
     fn mountinfo_escapes_are_decoded() {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        // Out-of-range escapes must not panic.
+        assert_eq!(unescape_mountinfo("\\777"), "?");
     }
 }

@@ -73,6 +73,35 @@ fn joining_an_existing_network_namespace_by_path() {
 }
 
 #[test]
+fn hostname_in_a_uts_namespace_joined_by_path() {
+    require_root!();
+    let holder = Bundle::new("exec sleep 1000");
+    let id = holder.create();
+    let pid = holder.state(&id)["pid"].as_i64().expect("pid");
+    let mut b = Bundle::new("hostname; readlink /proc/self/ns/uts");
+    for ns in b.config["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+        if ns["type"] == "uts" {
+            ns["path"] = json!(format!("/proc/{pid}/ns/uts"));
+        }
+    }
+    b.config["hostname"] = json!("joined-uts");
+    let out = ok(&b.run());
+    let want = std::fs::read_link(format!("/proc/{pid}/ns/uts")).expect("ns link");
+    assert_eq!(out, format!("joined-uts\n{}\n", want.to_string_lossy()));
+    // The holder sees the name set in the namespace it shares.
+    let seen = ok(&holder.rt(&["exec", &id, "hostname"]));
+    assert_eq!(seen.trim(), "joined-uts");
+
+    // Without any uts namespace the hostname would be the host's: refused.
+    let mut b = Bundle::new("true");
+    b.config["linux"]["namespaces"].as_array_mut().expect("namespaces").retain(|n| n["type"] != "uts");
+    b.config["hostname"] = json!("nope");
+    let out = b.run();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("hostname requires a uts namespace"), "{}", stderr(&out));
+}
+
+#[test]
 fn mounts_tmpfs_bind_ro_and_options() {
     require_root!();
     let mut b = Bundle::new(
@@ -94,6 +123,29 @@ fn mounts_tmpfs_bind_ro_and_options() {
     assert_eq!(lines[3], "readonly");
     assert_eq!(lines[4], "1770");
     assert!(!data.join("new").exists());
+}
+
+#[test]
+fn rro_makes_submounts_of_an_rbind_read_only() {
+    require_root!();
+    let mut b = Bundle::new("touch /data/sub/f 2>/dev/null && echo sub-rw || echo sub-ro; grep ' /data/sub ' /proc/self/mounts");
+    // A host tree with a submount (a tmpfs under it).
+    let data = b.tmp.path().join("tree");
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(data.join("sub")).status().expect("mount");
+    assert!(st.success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(data.join("sub"));
+    let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+    mounts.push(json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rro"]}));
+    let out = ok(&b.run());
+    assert!(out.starts_with("sub-ro\n"), "{out}");
+    assert!(out.contains(" ro,") || out.contains(" ro "), "{out}");
 }
 
 #[test]
@@ -205,6 +257,59 @@ fn capabilities_all_five_sets() {
 }
 
 #[test]
+fn capabilities_the_runtime_lacks_fail_create_and_bad_names_are_named() {
+    require_root!();
+    // Every capability this kernel knows; the ones our own process lacks
+    // (this host has no CAP_SYS_RESOURCE) must fail create, not the
+    // container after start.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("n");
+    let names = [
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    let all: Vec<String> = names.iter().take(last as usize + 1).map(|n| format!("CAP_{n}")).collect();
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let ours = cap_prm(&status);
+    let missing: Vec<&String> = all.iter().enumerate().filter(|(i, _)| ours & (1u64 << i) == 0).map(|(_, n)| n).collect();
+    let mut b = Bundle::new("grep CapEff /proc/self/status");
+    b.config["process"]["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
+    b.write();
+    let id = b.track(&crate::common::unique("caps"));
+    let dir = b.dir();
+    let out = b.rt(&["create", "--bundle", dir.to_str().expect("utf8"), &id]);
+    if missing.is_empty() {
+        assert!(out.status.success(), "{}", stderr(&out));
+    } else {
+        assert!(!out.status.success(), "create accepted capabilities the runtime lacks: {missing:?}");
+        for m in &missing {
+            assert!(stderr(&out).contains(m.as_str()), "{m} not named: {}", stderr(&out));
+        }
+        assert!(!b.state_root().join(&id).exists(), "failed create left state behind");
+    }
+
+    // An unknown capability name is refused, naming it.
+    let mut b = Bundle::new("true");
+    b.config["process"]["capabilities"] = json!({"bounding": ["CAP_TEST"]});
+    let out = b.run();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("CAP_TEST"), "{}", stderr(&out));
+    let mut b = Bundle::new("true");
+    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_TEST", "hard": 1, "soft": 1}]);
+    let out = b.run();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("RLIMIT_TEST"), "{}", stderr(&out));
+}
+
+fn cap_prm(status: &str) -> u64 {
+    let line = status.lines().find(|l| l.starts_with("CapPrm:")).expect("CapPrm line");
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+}
+
+#[test]
 fn no_new_privileges_rlimits_and_oom_score() {
     require_root!();
     let mut b = Bundle::new("grep NoNewPrivs /proc/self/status; ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj");
@@ -304,4 +409,34 @@ fn berth_recv_fd(conn: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd 
         }
     }
     panic!("no fd received on the console socket");
+}
+
+#[test]
+fn foreground_run_and_exec_with_a_terminal_proxy_the_pty() {
+    require_root!();
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) not installed");
+        return;
+    }
+    // No --console-socket: berth allocates the pty and copies between it
+    // and its own terminal (here a pty made by script(1)).
+    let mut b = Bundle::new("tty; echo exit-code-next; exit 4");
+    b.config["process"]["terminal"] = json!(true);
+    b.write();
+    let id = b.track(&crate::common::unique("fg"));
+    let cmdline = format!(
+        "{} runtime --root {} run --bundle {} {id}",
+        crate::common::berth(),
+        b.state_root().display(),
+        b.dir().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = stdout(&out);
+    assert!(text.contains("/dev/pts/0"), "{text:?}");
+    assert!(text.contains("exit-code-next"), "{text:?}");
+    assert_eq!(out.status.code(), Some(4), "{text:?} {}", stderr(&out));
 }

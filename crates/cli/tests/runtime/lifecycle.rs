@@ -182,7 +182,7 @@ fn errors_missing_bundle_and_duplicate_id() {
 fn errors_malformed_configs_from_the_spec_test_suite() {
     require_root!();
     let b = Bundle::new("true");
-    let bad = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/oci-runtime/schema/test/config/bad");
+    let bad = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runtime/data/bad-configs");
     let cases = ["invalid-json.json", "linux-netdevice.json", "linux-rdma.json", "linux-hugepage.json"];
     for case in cases {
         let text = std::fs::read_to_string(bad.join(case)).expect("read bad config");
@@ -217,4 +217,28 @@ fn exec_fifo_blocks_until_start_and_dead_init_is_reported() {
     let out = b.rt(&["start", &id]);
     assert!(!out.status.success());
     ok(&b.rt(&["delete", &id]));
+}
+
+/// `start` returns once the user program runs: a signal sent right after
+/// reaches the program's own handler, even with Docker's seccomp profile
+/// to install (the runtime-tools `killsig` case). The program is PID 1 of
+/// its namespace, so a signal arriving before the trap would be dropped.
+#[test]
+fn signal_sent_right_after_start_reaches_the_programs_handler() {
+    require_root!();
+    let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+                "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
+                "CAP_SETFCAP"].map(String::from);
+    let seccomp = berth_runtime::seccomp::from_docker_profile(berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE, &caps, std::env::consts::ARCH)
+        .expect("convert profile");
+    for sig in ["TERM", "USR1"] {
+        let mut b = Bundle::new(&format!("trap 'touch /got-{sig}; exit 0' {sig}; sleep 10 & wait $!"));
+        b.config["linux"]["seccomp"] = serde_json::to_value(&seccomp).expect("json");
+        let id = b.create();
+        ok(&b.rt(&["start", &id]));
+        ok(&b.rt(&["kill", &id, sig]));
+        b.wait_status(&id, "stopped");
+        assert!(b.rootfs().join(format!("got-{sig}")).exists(), "SIG{sig} did not reach the trap");
+        ok(&b.rt(&["delete", &id]));
+    }
 }

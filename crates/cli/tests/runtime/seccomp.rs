@@ -41,14 +41,11 @@ fn kill_process_action_kills_with_sigsys() {
 #[test]
 fn docker_default_profile_loads_and_blocks_privileged_calls() {
     require_root!();
-    let profile = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/seccomp/docker-default.json"),
-    )
-    .expect("docker profile");
+    let profile = berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE;
     let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
                 "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
                 "CAP_SETFCAP"].map(String::from);
-    let oci = berth_runtime::seccomp::from_docker_profile(&profile, &caps, std::env::consts::ARCH).expect("convert profile");
+    let oci = berth_runtime::seccomp::from_docker_profile(profile, &caps, std::env::consts::ARCH).expect("convert profile");
     let mut b = Bundle::new("unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied; echo x > /tmp/f && cat /tmp/f");
     b.config["linux"]["seccomp"] = serde_json::to_value(&oci).expect("json");
     b.config["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});

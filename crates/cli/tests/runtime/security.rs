@@ -63,10 +63,12 @@ fn preserve_fds_passes_exactly_the_requested_fds() {
     let mut cmd = b.cmd(&["run", "--preserve-fds", "1", "--bundle", b.dir().to_str().expect("utf8"), &id]);
     let raw = f.as_raw_fd();
     use std::os::unix::process::CommandExt;
-    // SAFETY: dup2 in the pre_exec hook is async-signal-safe.
+    // SAFETY: dup2 and fcntl in the pre_exec hook are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself would keep the close-on-exec flag.
+            let r = if raw == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(raw, 3) };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -122,7 +122,15 @@ pub fn load_cgroup_device_prog(insns: &[u64], license: &str) -> io::Result<Owned
                     if text.is_empty() {
                         Err(first)
                     } else {
-                        let tail: String = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+                        let tail: String = text
+                            .lines()
+                            .rev()
+                            .take(8)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("; ");
                         Err(io::Error::new(first.kind(), format!("{first} (verifier: {tail})")))
                     }
                 }

@@ -4,7 +4,9 @@
 //! Most calls go through `nix`/`rustix`, which already expose safe APIs;
 //! what remains here are the few calls those crates leave `unsafe` or lack.
 
+pub mod bpf;
 pub mod sealed_exe;
+pub mod seccomp;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -164,4 +166,26 @@ pub fn reset_signals() {
         let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Makes the mount at `fd` and every mount below it read-only
+/// (mount_setattr with AT_RECURSIVE: the "rro" mount option).
+pub fn set_recursive_readonly(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }
+    let attr: [u64; 4] = [MOUNT_ATTR_RDONLY, 0, 0, 0];
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` lives
+    // on our stack for the call and its size is passed along.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }

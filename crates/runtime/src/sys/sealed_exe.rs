@@ -38,7 +38,7 @@ pub fn is_sealed() -> bool {
     if let Ok(seals) = nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
         return SealFlag::from_bits_truncate(seals).contains(all_seals());
     }
-    let on_overlay = nix::sys::statfs::fstatfs(&exe).is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC);
+    let on_overlay = nix::sys::statfs::fstatfs(&exe).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
     on_overlay && nix::sys::statvfs::fstatvfs(&exe).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
