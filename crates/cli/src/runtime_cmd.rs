@@ -320,7 +320,8 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, Error> {
             }
             let spec = spec_default::default_spec(rootless);
             let data = serde_json::to_string_pretty(&spec).map_err(|e| Error::Other(e.to_string()))?;
-            std::fs::write(&path, data + "\n").map_err(|e| Error::Io { context: format!("writing {}", path.display()), source: e })?;
+            std::fs::write(&path, data + "\n")
+                .map_err(|e| Error::Io { context: format!("writing {}", path.display()), source: e })?;
             Ok(0)
         }
         RtCommand::List { format, quiet } => {
@@ -342,8 +343,12 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, Error> {
 fn exec_options(a: &ExecArgs) -> Result<ExecOptions, Error> {
     let process = match &a.process {
         Some(p) => {
-            let data = std::fs::read(p).map_err(|e| Error::Io { context: format!("reading {}", p.display()), source: e })?;
-            Some(serde_json::from_slice(&data).map_err(|e| Error::Other(format!("invalid process file {}: {e}", p.display())))?)
+            let data =
+                std::fs::read(p).map_err(|e| Error::Io { context: format!("reading {}", p.display()), source: e })?;
+            Some(
+                serde_json::from_slice(&data)
+                    .map_err(|e| Error::Other(format!("invalid process file {}: {e}", p.display())))?,
+            )
         }
         None => None,
     };
@@ -399,9 +404,8 @@ fn print_list_table(list: &[berth_runtime::state::OciState]) {
 /// Prints rows as columns separated by at least two spaces (tabwriter style).
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
     let mut out = std::io::stdout().lock();
     for r in rows {
         let mut line = String::new();

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
@@ -91,7 +91,8 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
         return Err(Error::Config { path, msg: "no such file".into() });
     }
     let data = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Config { path: path.clone(), msg: json_error(&e) })?;
+    let spec: Spec =
+        serde_json::from_slice(&data).map_err(|e| Error::Config { path: path.clone(), msg: json_error(&e) })?;
     let bad = |msg: &str| Error::Config { path: path.clone(), msg: msg.to_string() };
     let process = spec.process().as_ref().ok_or_else(|| bad("process is required"))?;
     if process.args().as_deref().unwrap_or_default().is_empty() {
@@ -111,7 +112,8 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Spec, PathBuf)> {
             return Err(bad(&format!("mount destination {} must be absolute", m.destination().display())));
         }
     }
-    let hugepages = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.hugepage_limits().as_deref());
+    let hugepages =
+        spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.hugepage_limits().as_deref());
     for h in hugepages.unwrap_or_default() {
         if !valid_page_size(h.page_size()) {
             return Err(bad(&format!("hugepageLimits pageSize {:?} must look like 2MB or 1GB", h.page_size())));
@@ -199,9 +201,7 @@ fn root_host_ids(spec: &Spec) -> Option<(u32, u32)> {
         return None;
     }
     let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.as_deref()?.iter().find_map(|m| {
-            (m.container_id() == 0 && m.size() > 0).then_some(m.host_id())
-        })
+        maps.as_deref()?.iter().find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
     };
     Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
 }
@@ -221,12 +221,19 @@ fn oci_state(st: &ContainerState, status: Status) -> OciState {
         annotations: st.annotations.clone(),
         rootfs: Some(st.rootfs.clone()),
         created: Some(st.created.clone()),
-        owner: Some(nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(st.owner)).ok().flatten().map(|u| u.name).unwrap_or_else(|| st.owner.to_string())),
+        owner: Some(
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(st.owner))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| st.owner.to_string()),
+        ),
     }
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().ctx(|| "cwd".into())?.join(path) };
+    let abs =
+        if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().ctx(|| "cwd".into())?.join(path) };
     state::write_atomic(&abs, pid.to_string().as_bytes(), 0o644)
 }
 
@@ -263,7 +270,12 @@ impl Runtime {
         Ok(c.state.pid)
     }
 
-    fn create_inner(&self, id: &str, opts: &CreateOptions, internal_console: Option<(OwnedFd, OwnedFd)>) -> Result<Created> {
+    fn create_inner(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        internal_console: Option<(OwnedFd, OwnedFd)>,
+    ) -> Result<Created> {
         let sd = self.dir(id)?;
         let (bundle, spec, rootfs) = load_bundle(&opts.bundle)?;
         if sd.state_file().exists() || sd.dir.exists() {
@@ -292,7 +304,13 @@ impl Runtime {
             .and_then(|l| l.cgroups_path().as_ref())
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| if self.systemd_cgroup { format!("system.slice:berth:{id}") } else { format!("/berth/{id}") });
+            .unwrap_or_else(|| {
+                if self.systemd_cgroup {
+                    format!("system.slice:berth:{id}")
+                } else {
+                    format!("/berth/{id}")
+                }
+            });
         let cgroup = Manager::new(&cgroup_path, self.systemd_cgroup)?;
 
         let resources = linux.and_then(|l| l.resources().as_ref()).map(with_default_devices);
@@ -315,12 +333,17 @@ impl Runtime {
         let result = (|| -> Result<Created> {
             let config = serde_json::to_vec(&spec).map_err(|e| Error::Other(format!("encoding config: {e}")))?;
             state::write_atomic(&sd.config_file(), &config, 0o600)?;
-            nix::unistd::mkfifo(&sd.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600)).ctx(|| "creating exec fifo".into())?;
+            nix::unistd::mkfifo(&sd.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .ctx(|| "creating exec fifo".into())?;
             // In a user namespace the init is the host uid mapped to
             // container root: it must own the fifo to open it.
             if let Some((uid, gid)) = root_host_ids(&spec) {
-                nix::unistd::chown(&sd.fifo(), Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
-                    .ctx(|| "chown exec fifo".into())?;
+                nix::unistd::chown(
+                    &sd.fifo(),
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                )
+                .ctx(|| "chown exec fifo".into())?;
             }
             sd.save(&st)?;
             let state_dir = std::fs::OpenOptions::new()
@@ -370,7 +393,9 @@ impl Runtime {
                 }
             }
             let pty_master = match master_end {
-                Some(sock) => Some(sys::recv_fd(std::os::fd::AsFd::as_fd(&sock)).ctx(|| "receiving the pty master".into())?),
+                Some(sock) => {
+                    Some(sys::recv_fd(std::os::fd::AsFd::as_fd(&sock)).ctx(|| "receiving the pty master".into())?)
+                }
                 None => None,
             };
             sd.save(&st)?;
@@ -382,7 +407,8 @@ impl Runtime {
         if result.is_err() {
             if launched_pid > 0 {
                 let _ = nix::sys::signal::kill(Pid::from_raw(launched_pid), Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(launched_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                let _ =
+                    nix::sys::wait::waitpid(Pid::from_raw(launched_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
             }
             let _ = kill_all(&cgroup, Signal::SIGKILL);
             let _ = cgroup.destroy();
@@ -397,7 +423,11 @@ impl Runtime {
         let st = sd.load(id)?;
         let status = self.status_of(&st);
         if status != Status::Created {
-            return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "start (it must be created)" });
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "start (it must be created)",
+            });
         }
         let fifo = std::fs::OpenOptions::new()
             .read(true)
@@ -491,7 +521,11 @@ impl Runtime {
         let st = self.dir(id)?.load(id)?;
         let status = self.status_of(&st);
         if status == Status::Stopped && !all {
-            return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "kill (it is not running)" });
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "kill (it is not running)",
+            });
         }
         let cg = self.cgroup(&st)?;
         if all {
@@ -525,7 +559,11 @@ impl Runtime {
             Status::Created | Status::Creating => self.kill_and_wait(&st, &cg)?,
             Status::Running | Status::Paused if force => self.kill_and_wait(&st, &cg)?,
             _ => {
-                return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "delete (stop it or use --force)" });
+                return Err(Error::BadState {
+                    id: id.into(),
+                    status: status.to_string(),
+                    action: "delete (stop it or use --force)",
+                });
             }
         }
         // Processes that outlived init (no pid namespace) go too.
@@ -544,7 +582,11 @@ impl Runtime {
         if let Err(e) = sd.remove() {
             errors.push(e.to_string());
         }
-        if errors.is_empty() { Ok(()) } else { Err(Error::Other(format!("deleting {id}: {}", errors.join("; ")))) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Other(format!("deleting {id}: {}", errors.join("; "))))
+        }
     }
 
     fn kill_and_wait(&self, st: &ContainerState, cg: &Manager) -> Result<()> {
@@ -568,7 +610,11 @@ impl Runtime {
         let st = self.dir(id)?.load(id)?;
         let status = self.status_of(&st);
         if status != Status::Running && status != Status::Created {
-            return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "pause (it is not running)" });
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "pause (it is not running)",
+            });
         }
         Ok(self.cgroup(&st)?.freeze()?)
     }
@@ -578,7 +624,11 @@ impl Runtime {
         let st = self.dir(id)?.load(id)?;
         let status = self.status_of(&st);
         if status != Status::Paused {
-            return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "resume (it is not paused)" });
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "resume (it is not paused)",
+            });
         }
         Ok(self.cgroup(&st)?.thaw()?)
     }
@@ -615,9 +665,14 @@ impl Runtime {
         let sd = self.dir(id)?;
         let st = sd.load(id)?;
         let status = self.status_of(&st);
-        let ok = status == Status::Running || (status == Status::Paused && opts.ignore_paused) || status == Status::Created;
+        let ok =
+            status == Status::Running || (status == Status::Paused && opts.ignore_paused) || status == Status::Created;
         if !ok {
-            return Err(Error::BadState { id: id.into(), status: status.to_string(), action: "exec (it is not running)" });
+            return Err(Error::BadState {
+                id: id.into(),
+                status: status.to_string(),
+                action: "exec (it is not running)",
+            });
         }
         let spec = sd.load_spec()?;
         let process = build_exec_process(&spec, opts)?;
@@ -632,7 +687,9 @@ impl Runtime {
                 internal_master = Some(OwnedFd::from(a));
                 Some(OwnedFd::from(b))
             }
-            (true, None) => return Err(Error::Other("cannot allocate a terminal without --console-socket when detached".into())),
+            (true, None) => {
+                return Err(Error::Other("cannot allocate a terminal without --console-socket when detached".into()))
+            }
             (false, _) => None,
         };
         let cgroup = self.cgroup(&st)?;
@@ -668,7 +725,9 @@ impl Runtime {
             write_pid_file(p, launched.pid)?;
         }
         let pty_master = match internal_master {
-            Some(sock) => Some(sys::recv_fd(std::os::fd::AsFd::as_fd(&sock)).ctx(|| "receiving the pty master".into())?),
+            Some(sock) => {
+                Some(sys::recv_fd(std::os::fd::AsFd::as_fd(&sock)).ctx(|| "receiving the pty master".into())?)
+            }
             None => None,
         };
         match sigs {

@@ -1,19 +1,53 @@
 //! The OCI `features` document: what this runtime supports, so callers
 //! (containerd, podman) can adapt before creating containers.
 
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// Mount options understood by the runtime (see `mount_options`).
 const MOUNT_OPTIONS: &[&str] = &[
-    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "loud", "mand", "noatime",
-    "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind",
-    "relatime", "remount", "ro", "rprivate", "rro", "rshared", "rslave", "runbindable", "rw", "shared",
-    "silent", "slave", "strictatime", "suid", "sync", "tmpcopyup", "unbindable",
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "private",
+    "rbind",
+    "relatime",
+    "remount",
+    "ro",
+    "rprivate",
+    "rro",
+    "rshared",
+    "rslave",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "sync",
+    "tmpcopyup",
+    "unbindable",
 ];
 
 /// Builds the features document (runtime-spec `features.md`).
 pub fn features() -> Value {
-    let caps: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let caps: Vec<String> =
+        caps::all().into_iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.1",

@@ -52,10 +52,7 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
         // A hook that does not read its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(state_json);
     }
-    let deadline = hook
-        .timeout()
-        .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t as u64));
+    let deadline = hook.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64));
     let mut delay = Duration::from_micros(200);
     loop {
         match child.try_wait() {

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
@@ -245,12 +245,12 @@ fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid) -> Result<i32> {
 
 fn write_id_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
     if maps.is_empty() {
-        return Err(Error::Other(format!("a new user namespace needs linux.{}", if file == "uid_map" { "uidMappings" } else { "gidMappings" })));
+        return Err(Error::Other(format!(
+            "a new user namespace needs linux.{}",
+            if file == "uid_map" { "uidMappings" } else { "gidMappings" }
+        )));
     }
-    let data: String = maps
-        .iter()
-        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-        .collect();
+    let data: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
     std::fs::write(format!("/proc/{pid}/{file}"), data).ctx(|| format!("writing {file} for the user namespace"))
 }
 
@@ -270,8 +270,10 @@ fn stage1(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
     if new_user || joined_user {
         let root_u = nix::unistd::Uid::from_raw(0);
         let root_g = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_g, root_g, root_g).ctx(|| "becoming root in the user namespace (gid 0 unmapped?)".into())?;
-        nix::unistd::setresuid(root_u, root_u, root_u).ctx(|| "becoming root in the user namespace (uid 0 unmapped?)".into())?;
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .ctx(|| "becoming root in the user namespace (gid 0 unmapped?)".into())?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .ctx(|| "becoming root in the user namespace (uid 0 unmapped?)".into())?;
     }
     for (flag, fd, path) in &l.ns.join {
         if !flag.contains(CloneFlags::CLONE_NEWUSER) {
@@ -348,7 +350,10 @@ fn stage2(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
                 nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
             }
             if terminal {
-                let sock = l.console.as_ref().ok_or_else(|| Error::Other("terminal requested without a console socket".into()))?;
+                let sock = l
+                    .console
+                    .as_ref()
+                    .ok_or_else(|| Error::Other("terminal requested without a console socket".into()))?;
                 console::setup(sock, console_size(l.process))?;
             }
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -381,7 +386,10 @@ fn stage2(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
         Stage2::Exec { .. } => {
             if terminal {
                 nix::unistd::setsid().ctx(|| "setsid".into())?;
-                let sock = l.console.as_ref().ok_or_else(|| Error::Other("terminal requested without a console socket".into()))?;
+                let sock = l
+                    .console
+                    .as_ref()
+                    .ok_or_else(|| Error::Other("terminal requested without a console socket".into()))?;
                 console::setup(sock, console_size(l.process))?;
             }
             common_pre_exec(l)?;
@@ -468,7 +476,8 @@ fn finish_and_exec(l: &Launch<'_>, cwd: &Path, exec: ExecArgs) -> Result<std::co
 
 fn send_seccomp_listener(l: &Launch<'_>, fd: OwnedFd) -> Result<()> {
     let Stage2::Init { spec, .. } = &l.stage2 else { return Ok(()) };
-    let Some(path) = spec.linux().as_ref().and_then(|x| x.seccomp().as_ref()).and_then(|s| s.listener_path().clone()) else {
+    let Some(path) = spec.linux().as_ref().and_then(|x| x.seccomp().as_ref()).and_then(|s| s.listener_path().clone())
+    else {
         return Ok(());
     };
     let sock = std::os::unix::net::UnixStream::connect(&path)

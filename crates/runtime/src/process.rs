@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{LinuxCapabilities, PosixRlimitType, Process};
 
@@ -76,9 +76,7 @@ pub fn apply_oom_score_adj(process: &Process) -> Result<()> {
 
 /// True when the kernel has AppArmor enabled.
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .map(|s| s.trim() == "Y")
-        .unwrap_or(false)
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").map(|s| s.trim() == "Y").unwrap_or(false)
 }
 
 /// Checks an AppArmor request up front (before fork), so `create` fails
@@ -149,12 +147,12 @@ impl CapSets {
         }
     }
 
-
     /// Checks that every capability to keep (permitted, effective) is one
     /// this process holds: capset could not grant others, and the error
     /// would come only after `start`, on the container's stderr.
     pub fn check_available(&self) -> Result<()> {
-        let ours = caps::read(None, CapSet::Permitted).map_err(|e| Error::Other(format!("reading capabilities: {e}")))?;
+        let ours =
+            caps::read(None, CapSet::Permitted).map_err(|e| Error::Other(format!("reading capabilities: {e}")))?;
         let mut missing: Vec<String> =
             self.permitted.union(&self.effective).filter(|c| !ours.contains(c)).map(|c| c.to_string()).collect();
         if missing.is_empty() {
@@ -190,7 +188,8 @@ impl CapSets {
         set(CapSet::Inheritable, &self.inheritable, "inheritable")?;
         set(CapSet::Effective, &self.effective, "effective")?;
         if !self.ambient.is_empty() {
-            caps::clear(None, CapSet::Ambient).map_err(|e| Error::Other(format!("clearing ambient capabilities: {e}")))?;
+            caps::clear(None, CapSet::Ambient)
+                .map_err(|e| Error::Other(format!("clearing ambient capabilities: {e}")))?;
             for cap in &self.ambient {
                 // Raising an ambient cap needs it in permitted and
                 // inheritable; others are skipped as runc does.
@@ -210,13 +209,8 @@ pub fn switch_user(process: &Process, userns_setgroups_denied: bool) -> Result<(
     let user = process.user();
     nix::sys::prctl::set_keepcaps(true).ctx(|| "prctl(PR_SET_KEEPCAPS)".into())?;
     if !userns_setgroups_denied {
-        let groups: Vec<Gid> = user
-            .additional_gids()
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .map(|g| Gid::from_raw(*g))
-            .collect();
+        let groups: Vec<Gid> =
+            user.additional_gids().as_deref().unwrap_or_default().iter().map(|g| Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups).ctx(|| format!("setgroups {:?}", user.additional_gids()))?;
     }
     let gid = Gid::from_raw(user.gid());
@@ -233,7 +227,11 @@ pub fn switch_user(process: &Process, userns_setgroups_denied: bool) -> Result<(
 /// Capabilities, no_new_privs and seccomp, in the order that lets each
 /// step still be allowed: without no_new_privs a filter can only be loaded
 /// while CAP_SYS_ADMIN is effective, so it goes in before the final capset.
-pub fn finalize_privileges(process: &Process, caps: &CapSets, filter: Option<&seccomp::Filter>) -> Result<Option<std::os::fd::OwnedFd>> {
+pub fn finalize_privileges(
+    process: &Process,
+    caps: &CapSets,
+    filter: Option<&seccomp::Filter>,
+) -> Result<Option<std::os::fd::OwnedFd>> {
     let nnp = process.no_new_privileges().unwrap_or(false);
     let mut listener = None;
     if let (Some(f), false) = (filter, nnp) {
@@ -275,10 +273,7 @@ pub fn find_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf
             Some(e) => Err(Error::Io { context: format!("exec {arg0:?}"), source: e }),
         };
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
         let p = Path::new(dir).join(arg0);
@@ -303,7 +298,13 @@ impl ExecArgs {
         let c = |s: &[u8]| CString::new(s).map_err(|_| Error::Other("argument or env var contains a NUL byte".into()));
         Ok(ExecArgs {
             path: c(path.as_os_str().as_bytes())?,
-            args: process.args().as_deref().unwrap_or_default().iter().map(|a| c(a.as_bytes())).collect::<Result<_>>()?,
+            args: process
+                .args()
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| c(a.as_bytes()))
+                .collect::<Result<_>>()?,
             env: process.env().as_deref().unwrap_or_default().iter().map(|a| c(a.as_bytes())).collect::<Result<_>>()?,
         })
     }

@@ -12,13 +12,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
-use pathrs::Root;
 use pathrs::flags::OpenFlags;
+use pathrs::Root;
 
-use crate::error::{Context, Error, Result, pathrs_to_io};
+use crate::error::{pathrs_to_io, Context, Error, Result};
 use crate::mount_options::{self, MountOptions};
 
 /// What the rootfs setup needs beyond the spec.
@@ -55,7 +55,9 @@ pub fn prepare(ctx: &RootfsContext<'_>) -> Result<()> {
         .linux()
         .as_ref()
         .and_then(|l| l.rootfs_propagation().as_deref())
-        .map(|p| mount_options::propagation_flag(p).ok_or_else(|| Error::Other(format!("invalid rootfsPropagation {p:?}"))))
+        .map(|p| {
+            mount_options::propagation_flag(p).ok_or_else(|| Error::Other(format!("invalid rootfsPropagation {p:?}")))
+        })
         .transpose()?
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
@@ -113,10 +115,9 @@ pub fn open_root(rootfs: &Path) -> Result<Root> {
 pub fn mount_all(ctx: &RootfsContext<'_>, root: &Root) -> Result<()> {
     for m in ctx.spec.mounts().as_deref().unwrap_or_default() {
         mount_entry(ctx, root, m).map_err(|e| match e {
-            Error::Io { context, source } => Error::Io {
-                context: format!("mount {}: {context}", m.destination().display()),
-                source,
-            },
+            Error::Io { context, source } => {
+                Error::Io { context: format!("mount {}: {context}", m.destination().display()), source }
+            }
             other => other,
         })?;
     }
@@ -245,8 +246,7 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: &Root, dest: &Path, typ: &str, op
 /// Resolves an existing path inside the root to an O_PATH handle.
 fn resolve(root: &Root, path: &Path) -> Result<File> {
     let h = root.resolve(path).ctx(|| format!("resolving {} in rootfs", path.display()))?;
-    h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC)
-        .ctx(|| format!("reopening {}", path.display()))
+    h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC).ctx(|| format!("reopening {}", path.display()))
 }
 
 /// Creates a directory (and parents) inside the root; returns its handle.
@@ -262,9 +262,7 @@ pub fn mkdir_in(root: &Root, path: &Path) -> Result<File> {
 /// non-directory already exists there; returns its handle.
 fn create_file_in(root: &Root, path: &Path) -> Result<File> {
     if let Ok(h) = root.resolve(path) {
-        return h
-            .reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC)
-            .ctx(|| format!("reopening {}", path.display()));
+        return h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC).ctx(|| format!("reopening {}", path.display()));
     }
     if let Some(parent) = path.parent() {
         mkdir_in(root, parent)?;
@@ -346,7 +344,8 @@ pub fn setup_dev(ctx: &RootfsContext<'_>, root: &Root) -> Result<()> {
     if dev_is_bind(ctx.spec) {
         return Ok(());
     }
-    let spec_devices: &[LinuxDevice] = ctx.spec.linux().as_ref().and_then(|l| l.devices().as_deref()).unwrap_or_default();
+    let spec_devices: &[LinuxDevice] =
+        ctx.spec.linux().as_ref().and_then(|l| l.devices().as_deref()).unwrap_or_default();
     for (path, major, minor) in default_devices() {
         if spec_devices.iter().any(|d| in_root(d.path()) == Path::new(path)) {
             continue;
@@ -358,11 +357,23 @@ pub fn setup_dev(ctx: &RootfsContext<'_>, root: &Root) -> Result<()> {
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
-            LinuxDeviceType::A => return Err(Error::Other(format!("device {}: type 'a' is not a node type", d.path().display()))),
+            LinuxDeviceType::A => {
+                return Err(Error::Other(format!("device {}: type 'a' is not a node type", d.path().display())))
+            }
         };
         let (major, minor) = (u64::try_from(d.major()).unwrap_or(0), u64::try_from(d.minor()).unwrap_or(0));
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
-        make_device(root, &in_root(d.path()), kind, major, minor, mode, d.uid().unwrap_or(0), d.gid().unwrap_or(0), ctx.userns)?;
+        make_device(
+            root,
+            &in_root(d.path()),
+            kind,
+            major,
+            minor,
+            mode,
+            d.uid().unwrap_or(0),
+            d.gid().unwrap_or(0),
+            ctx.userns,
+        )?;
     }
     let dev = mkdir_in(root, Path::new("/dev"))?;
     let links: &[(&str, &str)] = &[
@@ -403,9 +414,7 @@ fn make_device(
     userns: bool,
 ) -> Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Other(format!("invalid device path {}", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::Other(format!("invalid device path {}", path.display())))?;
     let dir = mkdir_in(root, parent)?;
     if userns {
         // mknod is not allowed in a user namespace: bind the host's node.
@@ -421,7 +430,11 @@ fn make_device(
         if ft == kind && st.st_rdev == dev {
             return chown_chmod(&dir, name, uid, gid, mode, path);
         }
-        let flag = if ft == SFlag::S_IFDIR { nix::unistd::UnlinkatFlags::RemoveDir } else { nix::unistd::UnlinkatFlags::NoRemoveDir };
+        let flag = if ft == SFlag::S_IFDIR {
+            nix::unistd::UnlinkatFlags::RemoveDir
+        } else {
+            nix::unistd::UnlinkatFlags::NoRemoveDir
+        };
         nix::unistd::unlinkat(&dir, name, flag).map_err(|e| io_err(format!("replacing {}", path.display()), e))?;
     }
     nix::sys::stat::mknodat(&dir, name, kind, Mode::from_bits_truncate(mode), dev)

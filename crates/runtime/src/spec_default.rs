@@ -1,7 +1,7 @@
 //! The config.json that `spec` writes: a sensible, strict starting point
 //! (the same shape runc generates) for a bundle with a `rootfs/` dir.
 
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// The default spec; `rootless` adds a user namespace mapping the caller.
 pub fn default_spec(rootless: bool) -> Value {

@@ -120,7 +120,11 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id.len() <= 1024
         && !id.starts_with('.')
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-    if ok { Ok(()) } else { Err(Error::InvalidId(id.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
 }
 
 /// The per-container state directory and the files in it.
@@ -265,9 +269,7 @@ pub fn init_alive(state: &ContainerState) -> bool {
 
 /// Current time as RFC 3339 with nanoseconds, UTC.
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -287,12 +289,7 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        tod / 3600,
-        (tod % 3600) / 60,
-        tod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", tod / 3600, (tod % 3600) / 60, tod % 60)
 }
 
 #[cfg(test)]

@@ -39,13 +39,8 @@ pub struct Channel {
 impl Channel {
     /// A connected pair of channel ends (both close-on-exec).
     pub fn pair() -> io::Result<(Channel, Channel)> {
-        let (a, b) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let (a, b) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(io::Error::from)?;
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
@@ -74,9 +69,7 @@ impl Channel {
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n])
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        serde_json::from_slice(&buf[..n]).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// Sends, then waits for [`Msg::Go`]; any other answer is an error.

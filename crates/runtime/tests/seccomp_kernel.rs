@@ -32,22 +32,16 @@ struct Outcome {
 
 impl Outcome {
     fn get(&self, key: &str) -> &str {
-        self.results
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| {
-                panic!(
-                    "child printed no RESULT {key}=…\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.status, self.stdout, self.stderr
-                )
-            })
+        self.results.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!(
+                "child printed no RESULT {key}=…\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+                self.status, self.stdout, self.stderr
+            )
+        })
     }
 
     fn describe(&self) -> String {
-        format!(
-            "status: {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.status, self.stdout, self.stderr
-        )
+        format!("status: {:?}\nstdout:\n{}\nstderr:\n{}", self.status, self.stdout, self.stderr)
     }
 }
 
@@ -101,12 +95,7 @@ fn run_child(case: &str) -> Outcome {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Outcome {
-        status,
-        results,
-        stdout,
-        stderr,
-    }
+    Outcome { status, results, stdout, stderr }
 }
 
 fn assert_exited_ok(o: &Outcome) {
@@ -114,12 +103,7 @@ fn assert_exited_ok(o: &Outcome) {
 }
 
 fn assert_sigsys(o: &Outcome) {
-    assert_eq!(
-        o.status.signal(),
-        Some(libc::SIGSYS),
-        "expected death by SIGSYS\n{}",
-        o.describe()
-    );
+    assert_eq!(o.status.signal(), Some(libc::SIGSYS), "expected death by SIGSYS\n{}", o.describe());
 }
 
 #[test]
@@ -144,11 +128,7 @@ fn kill_process_kills_with_sigsys() {
     let o = run_child("kill_process");
     assert_sigsys(&o);
     assert_eq!(o.get("loaded"), "yes");
-    assert!(
-        !o.results.contains_key("mkdir"),
-        "the syscall must not return\n{}",
-        o.describe()
-    );
+    assert!(!o.results.contains_key("mkdir"), "the syscall must not return\n{}", o.describe());
 }
 
 #[test]
@@ -171,12 +151,7 @@ fn kill_thread_kills_only_the_thread() {
 fn trace_without_tracer_fails_with_enosys() {
     let o = run_child("trace");
     assert_exited_ok(&o);
-    assert_eq!(
-        o.get("mkdir"),
-        format!("err{}", libc::ENOSYS),
-        "{}",
-        o.describe()
-    );
+    assert_eq!(o.get("mkdir"), format!("err{}", libc::ENOSYS), "{}", o.describe());
 }
 
 #[test]
@@ -219,23 +194,10 @@ fn notify_returns_a_working_listener() {
     assert_exited_ok(&o);
     assert_eq!(o.get("listener"), "some", "{}", o.describe());
     assert_eq!(o.get("cloexec"), "true");
-    assert_eq!(
-        o.get("notify_fds"),
-        "1",
-        "exactly the one returned (no copy kept behind)\n{}",
-        o.describe()
-    );
-    assert_eq!(
-        o.get("notify_fds_cloexec"),
-        "true",
-        "both must go away at exec"
-    );
+    assert_eq!(o.get("notify_fds"), "1", "exactly the one returned (no copy kept behind)\n{}", o.describe());
+    assert_eq!(o.get("notify_fds_cloexec"), "true", "both must go away at exec");
     // glibc calls mkdir or mkdirat depending on the arch.
-    assert!(
-        ["mkdir", "mkdirat"].contains(&o.get("notified")),
-        "{}",
-        o.describe()
-    );
+    assert!(["mkdir", "mkdirat"].contains(&o.get("notified")), "{}", o.describe());
     assert_eq!(o.get("mkdir"), format!("err{}", libc::EXDEV));
 }
 
@@ -271,12 +233,7 @@ fn docker_default_profile_blocks_privileged_calls() {
     assert_eq!(o.get("mount"), eperm, "{}", o.describe());
     assert_eq!(o.get("umount"), eperm);
     assert_eq!(o.get("file_io"), "ok", "{}", o.describe());
-    assert_eq!(
-        o.get("spawn_true"),
-        "ok",
-        "clone without namespace flags must work\n{}",
-        o.describe()
-    );
+    assert_eq!(o.get("spawn_true"), "ok", "clone without namespace flags must work\n{}", o.describe());
 }
 
 // ---------------------------------------------------------------- child side
@@ -445,28 +402,16 @@ fn args() {
     }));
     load_nnp(&f);
     // PR_GET_CHILD_SUBREAPER = 37 = 0x25 and PR_GET_NO_NEW_PRIVS = 39 = 0x27 match the mask.
-    result(
-        "get_child_subreaper",
-        nix_result(prctl::get_child_subreaper()),
-    );
+    result("get_child_subreaper", nix_result(prctl::get_child_subreaper()));
     result("get_no_new_privs", nix_result(prctl::get_no_new_privs()));
     // PR_GET_TIMERSLACK = 30 = 0x1e and PR_GET_NAME = 16 = 0x10 do not.
     result("get_timerslack", nix_result(prctl::get_timerslack()));
     result("get_name", nix_result(prctl::get_name()));
     result("get_dumpable", nix_result(prctl::get_dumpable()));
     result("get_keepcaps", nix_result(prctl::get_keepcaps()));
-    result(
-        "rlimit_nofile",
-        nix_result(getrlimit(Resource::RLIMIT_NOFILE)),
-    );
-    result(
-        "rlimit_memlock",
-        nix_result(getrlimit(Resource::RLIMIT_MEMLOCK)),
-    );
-    result(
-        "rlimit_stack",
-        nix_result(getrlimit(Resource::RLIMIT_STACK)),
-    );
+    result("rlimit_nofile", nix_result(getrlimit(Resource::RLIMIT_NOFILE)));
+    result("rlimit_memlock", nix_result(getrlimit(Resource::RLIMIT_MEMLOCK)));
+    result("rlimit_stack", nix_result(getrlimit(Resource::RLIMIT_STACK)));
 }
 
 /// SCMP_ACT_NOTIFY: the listener comes back from load() and works.
@@ -489,9 +434,7 @@ fn notify(target: &Path) {
         .filter_map(|e| {
             let e = e.ok()?;
             let link = std::fs::read_link(e.path()).ok()?;
-            link.to_string_lossy()
-                .contains("seccomp notify")
-                .then(|| e.file_name().to_string_lossy().into_owned())
+            link.to_string_lossy().contains("seccomp notify").then(|| e.file_name().to_string_lossy().into_owned())
         })
         .collect();
     result("notify_fds", notify_fds.len());
@@ -509,11 +452,7 @@ fn notify(target: &Path) {
     let supervisor = std::thread::spawn(move || {
         let req = libseccomp::ScmpNotifReq::receive(raw).expect("receive notification");
         let name = req.data.syscall.get_name().unwrap_or_else(|_| "?".into());
-        let resp = libseccomp::ScmpNotifResp::new_error(
-            req.id,
-            -libc::EXDEV,
-            libseccomp::ScmpNotifRespFlags::empty(),
-        );
+        let resp = libseccomp::ScmpNotifResp::new_error(req.id, -libc::EXDEV, libseccomp::ScmpNotifRespFlags::empty());
         resp.respond(raw).expect("respond");
         name
     });
@@ -549,12 +488,7 @@ fn no_nnp(target: &Path) {
 /// Without no_new_privs and without CAP_SYS_ADMIN the kernel refuses.
 fn no_nnp_no_cap() {
     if is_root() {
-        caps::drop(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_SYS_ADMIN,
-        )
-        .expect("drop CAP_SYS_ADMIN");
+        caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).expect("drop CAP_SYS_ADMIN");
     }
     let f = compile(mkdir_rule("SCMP_ACT_ERRNO", None));
     result(
@@ -596,10 +530,7 @@ fn docker(dir: &Path) {
             Err(e) => format!("err:{e}"),
         },
     );
-    result(
-        "unshare_user",
-        nix_result(nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)),
-    );
+    result("unshare_user", nix_result(nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)));
     // Without the filter this fails with ENODEV (no such filesystem type)
     // or succeeds — never EPERM for root.
     let mnt = dir.join("mnt");
@@ -615,17 +546,9 @@ fn docker(dir: &Path) {
         )),
     );
     // ENOENT without the filter.
-    result(
-        "umount",
-        nix_result(nix::mount::umount2(
-            &dir.join("not-mounted"),
-            nix::mount::MntFlags::empty(),
-        )),
-    );
+    result("umount", nix_result(nix::mount::umount2(&dir.join("not-mounted"), nix::mount::MntFlags::empty())));
     let file = dir.join("file");
-    let io = std::fs::write(&file, b"hello")
-        .and_then(|_| std::fs::read(&file))
-        .map(|d| d == b"hello");
+    let io = std::fs::write(&file, b"hello").and_then(|_| std::fs::read(&file)).map(|d| d == b"hello");
     result(
         "file_io",
         match io {

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::common::{self, Bundle, ok, stderr};
+use crate::common::{self, ok, stderr, Bundle};
 use crate::require_root;
 
 fn v1() -> bool {
@@ -66,7 +66,8 @@ fn device_cgroup_denies_unlisted_devices() {
     require_root!();
     // The rootfs gets a /dev/sda-like node the cgroup does not allow.
     let mut b = Bundle::new("head -c1 /dev/zero >/dev/null && echo zero-ok; head -c1 /dev/mem >/dev/null 2>&1 && echo mem-open || echo mem-denied");
-    b.config["linux"]["devices"] = json!([{"path": "/dev/mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}]);
+    b.config["linux"]["devices"] =
+        json!([{"path": "/dev/mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o600}]);
     b.config["linux"]["resources"] = json!({"devices": [
         {"allow": false, "access": "rwm"},
         {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -83,7 +84,9 @@ fn cgroup_mount_shows_the_container_cgroup() {
         eprintln!("skipped: v1-specific layout check");
         return;
     }
-    let mut b = Bundle::new("ls /sys/fs/cgroup | tr '\\n' ' '; cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids");
+    let mut b = Bundle::new(
+        "ls /sys/fs/cgroup | tr '\\n' ' '; cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids",
+    );
     b.config["linux"]["resources"] = json!({"pids": {"limit": 77}});
     let out = ok(&b.run());
     assert!(out.contains("memory") && out.contains("pids"), "{out}");

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::{self, Bundle, ok, stderr};
+use crate::common::{self, ok, stderr, Bundle};
 use crate::require_root;
 
 #[test]
@@ -41,7 +41,8 @@ fn invoked_as_berth_runtime_through_argv0() {
     let dir = tempfile::tempdir().expect("tmp");
     let link = dir.path().join("berth-runtime");
     std::os::unix::fs::symlink(common::berth(), &link).expect("symlink");
-    let out = std::process::Command::new(&link).arg("--root").arg(dir.path().join("s")).arg("list").output().expect("run");
+    let out =
+        std::process::Command::new(&link).arg("--root").arg(dir.path().join("s")).arg("list").output().expect("run");
     let text = ok(&out);
     assert!(text.starts_with("ID"), "{text}");
 }
@@ -99,7 +100,8 @@ fn errors_go_to_the_json_log_file() {
 
 #[test]
 fn unknown_signal_is_rejected() {
-    let out = std::process::Command::new(common::berth()).args(["runtime", "kill", "x", "SIGNOPE"]).output().expect("run");
+    let out =
+        std::process::Command::new(common::berth()).args(["runtime", "kill", "x", "SIGNOPE"]).output().expect("run");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown signal"), "{}", stderr(&out));
 }

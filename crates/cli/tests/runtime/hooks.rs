@@ -1,8 +1,8 @@
 //! OCI hooks: order, state on stdin, environment, timeouts, failures.
 
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
-use crate::common::{Bundle, ok, stderr};
+use crate::common::{ok, stderr, Bundle};
 use crate::require_root;
 
 fn hook(log: &std::path::Path, name: &str) -> Value {

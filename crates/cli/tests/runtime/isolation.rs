@@ -5,7 +5,7 @@ use std::os::unix::net::UnixListener;
 
 use serde_json::json;
 
-use crate::common::{Bundle, ok, stderr, stdout};
+use crate::common::{ok, stderr, stdout, Bundle};
 use crate::require_root;
 
 fn cap_eff(out: &str) -> u64 {
@@ -30,7 +30,8 @@ fn namespaces_pid_uts_ipc_net_mount_cgroup() {
     assert_eq!(lines.next().map(str::trim), Some("lo"), "new netns has only lo");
     for line in lines {
         let (name, rest) = line.split_once(':').expect("ns link");
-        let host = std::fs::read_link(format!("/proc/self/ns/{}", if name == "mnt" { "mnt" } else { name })).expect("host ns");
+        let host =
+            std::fs::read_link(format!("/proc/self/ns/{}", if name == "mnt" { "mnt" } else { name })).expect("host ns");
         assert_ne!(rest, host.to_string_lossy().split_once(':').expect("host ns").1, "{name} namespace is the host's");
     }
 }
@@ -113,12 +114,18 @@ fn mounts_tmpfs_bind_ro_and_options() {
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(data.join("file"), "from-host\n").expect("write");
     let mounts = b.config["mounts"].as_array_mut().expect("mounts");
-    mounts.push(json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro", "nosuid", "nodev"]}));
+    mounts.push(
+        json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+    );
     mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "size=1m", "mode=1770"]}));
     let out = ok(&b.run());
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].contains(" ro,") && lines[0].contains("nosuid") && lines[0].contains("nodev"), "{}", lines[0]);
-    assert!(lines[1].contains("tmpfs") && lines[1].contains("size=1024k") && lines[1].contains("noexec"), "{}", lines[1]);
+    assert!(
+        lines[1].contains("tmpfs") && lines[1].contains("size=1024k") && lines[1].contains("noexec"),
+        "{}",
+        lines[1]
+    );
     assert_eq!(lines[2], "from-host");
     assert_eq!(lines[3], "readonly");
     assert_eq!(lines[4], "1770");
@@ -128,11 +135,17 @@ fn mounts_tmpfs_bind_ro_and_options() {
 #[test]
 fn rro_makes_submounts_of_an_rbind_read_only() {
     require_root!();
-    let mut b = Bundle::new("touch /data/sub/f 2>/dev/null && echo sub-rw || echo sub-ro; grep ' /data/sub ' /proc/self/mounts");
+    let mut b = Bundle::new(
+        "touch /data/sub/f 2>/dev/null && echo sub-rw || echo sub-ro; grep ' /data/sub ' /proc/self/mounts",
+    );
     // A host tree with a submount (a tmpfs under it).
     let data = b.tmp.path().join("tree");
     std::fs::create_dir_all(data.join("sub")).expect("mkdir");
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(data.join("sub")).status().expect("mount");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(data.join("sub"))
+        .status()
+        .expect("mount");
     assert!(st.success());
     struct Umount(std::path::PathBuf);
     impl Drop for Umount {
@@ -197,7 +210,8 @@ fn dev_has_default_and_spec_devices_and_pts() {
          stat -c '%n %F %t:%T %a %u:%g' /dev/mydev; readlink /dev/ptmx; readlink /dev/fd; readlink /dev/stdin; \
          echo x > /dev/null && head -c 3 /dev/zero | wc -c; test -d /dev/pts && test -d /dev/shm && echo ok",
     );
-    b.config["linux"]["devices"] = json!([{"path": "/dev/mydev", "type": "c", "major": 1, "minor": 7, "fileMode": 0o640, "uid": 12, "gid": 34}]);
+    b.config["linux"]["devices"] =
+        json!([{"path": "/dev/mydev", "type": "c", "major": 1, "minor": 7, "fileMode": 0o640, "uid": 12, "gid": 34}]);
     let out = ok(&b.run());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "/dev/null character special file 1:3 666");
@@ -219,7 +233,11 @@ fn process_user_groups_umask_cwd_env() {
     let out = ok(&b.run());
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("uid=1000 gid=1001"), "{}", lines[0]);
-    assert!(lines[0].contains("groups=5(tty),20") || lines[0].contains("groups=5,20") || lines[0].contains("5(tty)"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("groups=5(tty),20") || lines[0].contains("groups=5,20") || lines[0].contains("5(tty)"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines[1], "0077");
     assert_eq!(lines[2], "/tmp");
     assert_eq!(lines[3], "hello world");
@@ -262,19 +280,56 @@ fn capabilities_the_runtime_lacks_fail_create_and_bad_names_are_named() {
     // Every capability this kernel knows; the ones our own process lacks
     // (this host has no CAP_SYS_RESOURCE) must fail create, not the
     // container after start.
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("n");
+    let last: u32 =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("n");
     let names = [
-        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
         "CHECKPOINT_RESTORE",
     ];
     let all: Vec<String> = names.iter().take(last as usize + 1).map(|n| format!("CAP_{n}")).collect();
     let status = std::fs::read_to_string("/proc/self/status").expect("status");
     let ours = cap_prm(&status);
-    let missing: Vec<&String> = all.iter().enumerate().filter(|(i, _)| ours & (1u64 << i) == 0).map(|(_, n)| n).collect();
+    let missing: Vec<&String> =
+        all.iter().enumerate().filter(|(i, _)| ours & (1u64 << i) == 0).map(|(_, n)| n).collect();
     let mut b = Bundle::new("grep CapEff /proc/self/status");
     b.config["process"]["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
     b.write();
@@ -372,7 +427,14 @@ fn terminal_through_console_socket() {
     let listener = UnixListener::bind(&sock_path).expect("bind console socket");
     let id = b.track(&crate::common::unique("tty"));
     let dir = b.dir();
-    let out = b.rt(&["create", "--bundle", dir.to_str().expect("utf8"), "--console-socket", sock_path.to_str().expect("utf8"), &id]);
+    let out = b.rt(&[
+        "create",
+        "--bundle",
+        dir.to_str().expect("utf8"),
+        "--console-socket",
+        sock_path.to_str().expect("utf8"),
+        &id,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (conn, _) = listener.accept().expect("accept");
     let master = berth_recv_fd(&conn);
@@ -396,7 +458,7 @@ fn terminal_through_console_socket() {
 /// Receives one fd over a unix stream (SCM_RIGHTS), as a console-socket
 /// consumer (conmon, containerd-shim) would.
 fn berth_recv_fd(conn: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::{AsRawFd, FromRawFd};
     let mut buf = [0u8; 1024];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{self, Bundle, ok, stderr, stdout};
+use crate::common::{self, ok, stderr, stdout, Bundle};
 use crate::require_root;
 
 #[test]
@@ -79,10 +79,12 @@ fn delete_refuses_running_container_without_force() {
     let st = b.state(&id);
     let pid = st["pid"].as_i64().expect("pid") as i32;
     ok(&b.rt(&["delete", "--force", &id]));
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        s.contains(") Z")
-    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            s.contains(") Z")
+        }
+    );
 }
 
 #[test]
@@ -101,7 +103,19 @@ fn exec_runs_inside_the_container() {
     }
     let out = b.rt(&["exec", &id, "sh", "-c", "cat /tmp/greeting; hostname; echo $FOO; pwd; id -u"]);
     assert_eq!(ok(&out), "hello\nexec-host\n\n/\n0\n");
-    let out = b.rt(&["exec", "-e", "FOO=bar", "--cwd", "/tmp", "-u", "65534:65534", &id, "sh", "-c", "echo $FOO; pwd; id -u; id -g"]);
+    let out = b.rt(&[
+        "exec",
+        "-e",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "-u",
+        "65534:65534",
+        &id,
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g",
+    ]);
     assert_eq!(ok(&out), "bar\n/tmp\n65534\n65534\n");
     // The exit code of the exec'd process is ours.
     let out = b.rt(&["exec", &id, "sh", "-c", "exit 5"]);
@@ -226,11 +240,29 @@ fn exec_fifo_blocks_until_start_and_dead_init_is_reported() {
 #[test]
 fn signal_sent_right_after_start_reaches_the_programs_handler() {
     require_root!();
-    let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-                "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
-                "CAP_SETFCAP"].map(String::from);
-    let seccomp = berth_runtime::seccomp::from_docker_profile(berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE, &caps, std::env::consts::ARCH)
-        .expect("convert profile");
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+        "CAP_AUDIT_WRITE",
+        "CAP_SETFCAP",
+    ]
+    .map(String::from);
+    let seccomp = berth_runtime::seccomp::from_docker_profile(
+        berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE,
+        &caps,
+        std::env::consts::ARCH,
+    )
+    .expect("convert profile");
     for sig in ["TERM", "USR1"] {
         let mut b = Bundle::new(&format!("trap 'touch /got-{sig}; exit 0' {sig}; sleep 10 & wait $!"));
         b.config["linux"]["seccomp"] = serde_json::to_value(&seccomp).expect("json");

@@ -2,13 +2,15 @@
 
 use serde_json::json;
 
-use crate::common::{Bundle, ok};
+use crate::common::{ok, Bundle};
 use crate::require_root;
 
 #[test]
 fn errno_kill_and_args_rules() {
     require_root!();
-    let mut b = Bundle::new("mkdir /tmp/d 2>&1; echo mkdir=$?; hostname -F /etc/hostname 2>&1; echo sethostname=$?; echo alive");
+    let mut b = Bundle::new(
+        "mkdir /tmp/d 2>&1; echo mkdir=$?; hostname -F /etc/hostname 2>&1; echo sethostname=$?; echo alive",
+    );
     b.config["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -42,11 +44,28 @@ fn kill_process_action_kills_with_sigsys() {
 fn docker_default_profile_loads_and_blocks_privileged_calls() {
     require_root!();
     let profile = berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE;
-    let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-                "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
-                "CAP_SETFCAP"].map(String::from);
-    let oci = berth_runtime::seccomp::from_docker_profile(profile, &caps, std::env::consts::ARCH).expect("convert profile");
-    let mut b = Bundle::new("unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied; echo x > /tmp/f && cat /tmp/f");
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+        "CAP_AUDIT_WRITE",
+        "CAP_SETFCAP",
+    ]
+    .map(String::from);
+    let oci =
+        berth_runtime::seccomp::from_docker_profile(profile, &caps, std::env::consts::ARCH).expect("convert profile");
+    let mut b = Bundle::new(
+        "unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-denied; echo x > /tmp/f && cat /tmp/f",
+    );
     b.config["linux"]["seccomp"] = serde_json::to_value(&oci).expect("json");
     b.config["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
     let out = ok(&b.run());

@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 
 use serde_json::json;
 
-use crate::common::{Bundle, ok, stderr};
+use crate::common::{ok, stderr, Bundle};
 use crate::require_root;
 
 /// Reads the parent's exe link. PPid comes from /proc/self/status, which
@@ -44,7 +44,8 @@ fn runtime_processes_run_from_a_sealed_memfd() {
 fn no_file_descriptor_leaks_into_the_container() {
     require_root!();
     // An inheritable fd in the caller (like a leaky parent would have).
-    let leaked = nix::fcntl::open("/etc/hostname", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).expect("open");
+    let leaked =
+        nix::fcntl::open("/etc/hostname", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).expect("open");
     let n = leaked.as_raw_fd();
     let b = Bundle::new("ls /proc/self/fd | sort -n | tr '\\n' ' '");
     let out = ok(&b.run());
@@ -91,7 +92,10 @@ fn cwd_through_a_leaked_descriptor_is_refused() {
         let out = b.run();
         if out.status.success() {
             let pwd = String::from_utf8_lossy(&out.stdout);
-            assert!(!pwd.contains("unreachable") && pwd.starts_with('/'), "fd {n}: process started outside root: {pwd}");
+            assert!(
+                !pwd.contains("unreachable") && pwd.starts_with('/'),
+                "fd {n}: process started outside root: {pwd}"
+            );
         }
     }
 }

@@ -93,12 +93,7 @@ pub fn from_docker_profile(json: &str, caps: &[String], arch: &str) -> Result<Li
 }
 
 /// [`from_docker_profile`] with the kernel version given.
-pub(super) fn convert(
-    json: &str,
-    caps: &[String],
-    arch: &str,
-    kernel: KernelVersion,
-) -> Result<LinuxSeccomp> {
+pub(super) fn convert(json: &str, caps: &[String], arch: &str, kernel: KernelVersion) -> Result<LinuxSeccomp> {
     let profile: Profile = serde_json::from_str(json)?;
     let host = HostArch::new(arch);
     let caps: Vec<String> = caps.iter().map(|c| normalize_cap(c)).collect();
@@ -111,14 +106,9 @@ pub(super) fn convert(
     out.set_listener_metadata(profile.listener_metadata);
 
     let has_map = profile.arch_map.as_ref().is_some_and(|m| !m.is_empty());
-    let has_list = profile
-        .architectures
-        .as_ref()
-        .is_some_and(|a| !a.is_empty());
+    let has_list = profile.architectures.as_ref().is_some_and(|a| !a.is_empty());
     if has_map && has_list {
-        return Err(Error::Profile(
-            "'architectures' and 'archMap' cannot both be set".into(),
-        ));
+        return Err(Error::Profile("'architectures' and 'archMap' cannot both be set".into()));
     }
     let mut archs = Vec::new();
     for name in profile.architectures.iter().flatten() {
@@ -143,20 +133,14 @@ pub(super) fn convert(
         let mut names = call.names.unwrap_or_default();
         if let Some(name) = call.name {
             if !names.is_empty() {
-                return Err(Error::Profile(format!(
-                    "syscalls[{i}]: 'name' and 'names' cannot both be set"
-                )));
+                return Err(Error::Profile(format!("syscalls[{i}]: 'name' and 'names' cannot both be set")));
             }
             names.push(name);
         }
         let excludes = call.excludes.unwrap_or_default();
         let includes = call.includes.unwrap_or_default();
         if excludes.arches.iter().flatten().any(|a| host.matches(a))
-            || excludes
-                .caps
-                .iter()
-                .flatten()
-                .any(|c| caps.contains(&normalize_cap(c)))
+            || excludes.caps.iter().flatten().any(|c| caps.contains(&normalize_cap(c)))
         {
             continue;
         }
@@ -170,12 +154,7 @@ pub(super) fn convert(
                 continue;
             }
         }
-        if !includes
-            .caps
-            .iter()
-            .flatten()
-            .all(|c| caps.contains(&normalize_cap(c)))
-        {
+        if !includes.caps.iter().flatten().all(|c| caps.contains(&normalize_cap(c))) {
             continue;
         }
         if let Some(min) = &includes.min_kernel {
@@ -195,9 +174,7 @@ pub(super) fn convert(
 }
 
 fn bad_kernel(i: usize, min: &str) -> Error {
-    Error::Profile(format!(
-        "syscalls[{i}]: invalid minKernel {min:?} (want e.g. \"4.8\")"
-    ))
+    Error::Profile(format!("syscalls[{i}]: invalid minKernel {min:?} (want e.g. \"4.8\")"))
 }
 
 fn parse_arch(name: &str) -> Result<Arch> {
@@ -233,8 +210,7 @@ pub(super) fn parse_kernel(s: &str) -> Option<KernelVersion> {
 fn host_kernel() -> Result<KernelVersion> {
     let uts = rustix::system::uname();
     let release = uts.release().to_string_lossy();
-    parse_kernel(&release)
-        .ok_or_else(|| Error::Profile(format!("cannot parse the kernel version {release:?}")))
+    parse_kernel(&release).ok_or_else(|| Error::Profile(format!("cannot parse the kernel version {release:?}")))
 }
 
 /// The host architecture: its libseccomp token (for `archMap`) and the
@@ -254,16 +230,12 @@ impl HostArch {
             "arm" | "armv7l" | "armhf" => (Some("SCMP_ARCH_ARM"), &["arm"]),
             "ppc64le" | "powerpc64le" => (Some("SCMP_ARCH_PPC64LE"), &["ppc64le"]),
             // Rust spells both endiannesses "powerpc64"; take the build's.
-            "powerpc64" if cfg!(target_endian = "little") => {
-                (Some("SCMP_ARCH_PPC64LE"), &["ppc64le"])
-            }
+            "powerpc64" if cfg!(target_endian = "little") => (Some("SCMP_ARCH_PPC64LE"), &["ppc64le"]),
             "powerpc64" | "ppc64" => (Some("SCMP_ARCH_PPC64"), &["ppc64"]),
             "s390x" => (Some("SCMP_ARCH_S390X"), &["s390x"]),
             "s390" => (Some("SCMP_ARCH_S390"), &["s390"]),
             "riscv64" | "riscv64gc" => (Some("SCMP_ARCH_RISCV64"), &["riscv64"]),
-            "loongarch64" | "loong64" => {
-                (Some("SCMP_ARCH_LOONGARCH64"), &["loong64", "loongarch64"])
-            }
+            "loongarch64" | "loong64" => (Some("SCMP_ARCH_LOONGARCH64"), &["loong64", "loongarch64"]),
             "mips64" => (Some("SCMP_ARCH_MIPS64"), &["mips64"]),
             "mips64el" | "mips64le" => (Some("SCMP_ARCH_MIPSEL64"), &["mips64le", "mips64el"]),
             "mips" => (Some("SCMP_ARCH_MIPS"), &["mips"]),

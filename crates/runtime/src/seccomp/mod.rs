@@ -42,12 +42,9 @@ use std::os::fd::OwnedFd;
 
 use crate::sys::seccomp as sys_seccomp;
 
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
 pub use docker::from_docker_profile;
@@ -136,9 +133,7 @@ pub enum Error {
         source: libseccomp::error::SeccompError,
     },
     /// `SCMP_ACT_NOTIFY` is used but there is nowhere to send the listener.
-    #[error(
-        "seccomp: syscall {syscall} uses SCMP_ACT_NOTIFY but linux.seccomp.listenerPath is not set"
-    )]
+    #[error("seccomp: syscall {syscall} uses SCMP_ACT_NOTIFY but linux.seccomp.listenerPath is not set")]
     NoListenerPath {
         /// The first syscall using the action.
         syscall: String,
@@ -202,24 +197,12 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
     if seccomp.default_action() == LinuxSeccompAction::ScmpActNotify {
         // The runtime's own syscalls between load and exec would wait on a
         // listener that has not been handed to the agent yet.
-        return Err(Error::InvalidAction {
-            action: default_name,
-            place: "defaultAction".into(),
-        });
+        return Err(Error::InvalidAction { action: default_name, place: "defaultAction".into() });
     }
-    let default_action = map_action(
-        seccomp.default_action(),
-        seccomp.default_errno_ret(),
-        "defaultAction",
-    )?;
-    let mut ctx = ScmpFilterContext::new(default_action).map_err(|source| Error::Init {
-        action: default_name,
-        source,
-    })?;
-    ctx.set_ctl_nnp(false).map_err(|source| Error::Attr {
-        attr: "SCMP_FLTATR_CTL_NNP",
-        source,
-    })?;
+    let default_action = map_action(seccomp.default_action(), seccomp.default_errno_ret(), "defaultAction")?;
+    let mut ctx =
+        ScmpFilterContext::new(default_action).map_err(|source| Error::Init { action: default_name, source })?;
+    ctx.set_ctl_nnp(false).map_err(|source| Error::Attr { attr: "SCMP_FLTATR_CTL_NNP", source })?;
     // Report the kernel's errno (EACCES, EINVAL, …) from a failed load
     // rather than libseccomp's generic ECANCELED. Old libseccomps lack the
     // attribute; the load still works there, only its errors are vaguer.
@@ -247,20 +230,14 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
     let mut rules = 0;
     let mut unknown = Vec::new();
     for rule in seccomp.syscalls().iter().flatten() {
-        let first = rule
-            .names()
-            .first()
-            .map(String::as_str)
-            .unwrap_or("<no name>");
+        let first = rule.names().first().map(String::as_str).unwrap_or("<no name>");
         let place = format!("syscall {first}");
         let action = map_action(rule.action(), rule.errno_ret(), &place)?;
         if action == default_action {
             continue;
         }
         if action == ScmpAction::Notify && seccomp.listener_path().is_none() {
-            return Err(Error::NoListenerPath {
-                syscall: first.to_string(),
-            });
+            return Err(Error::NoListenerPath { syscall: first.to_string() });
         }
         let condition_sets = conditions(rule.args().as_deref().unwrap_or_default(), first)?;
         for name in rule.names() {
@@ -269,12 +246,11 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
                 continue;
             };
             for set in &condition_sets {
-                ctx.add_rule_conditional(action, nr, set)
-                    .map_err(|source| Error::Rule {
-                        syscall: name.clone(),
-                        action: action_name(rule.action()),
-                        source,
-                    })?;
+                ctx.add_rule_conditional(action, nr, set).map_err(|source| Error::Rule {
+                    syscall: name.clone(),
+                    action: action_name(rule.action()),
+                    source,
+                })?;
                 rules += 1;
                 // Only a notify rule that made it into the filter makes the
                 // kernel create a listener.
@@ -291,15 +267,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
         }
     }
     let program = render(&ctx)?;
-    Ok(Filter {
-        ctx,
-        program,
-        flags,
-        default_action,
-        notify,
-        rules,
-        unknown,
-    })
+    Ok(Filter { ctx, program, flags, default_action, notify, rules, unknown })
 }
 
 impl Filter {
@@ -312,9 +280,7 @@ impl Filter {
     /// notify listener fd (close-on-exec) for the runtime to send to
     /// `linux.seccomp.listenerPath`.
     pub fn load(&self) -> Result<Option<OwnedFd>> {
-        sys_seccomp::set_filter(&self.program, self.flags).map_err(|e| Error::Load {
-            msg: load_error_message(&e),
-        })
+        sys_seccomp::set_filter(&self.program, self.flags).map_err(|e| Error::Load { msg: load_error_message(&e) })
     }
 
     /// Whether a rule uses `SCMP_ACT_NOTIFY` (then [`Filter::load`] returns
@@ -335,9 +301,7 @@ impl Filter {
         let fd = rustix::fs::memfd_create("berth-seccomp-pfc", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| Error::Export(format!("memfd_create: {e}")))?;
         let mut file = std::fs::File::from(fd);
-        self.ctx
-            .export_pfc(&file)
-            .map_err(|e| Error::Export(e.to_string()))?;
+        self.ctx.export_pfc(&file).map_err(|e| Error::Export(e.to_string()))?;
         let mut out = String::new();
         file.seek(std::io::SeekFrom::Start(0))
             .and_then(|_| file.read_to_string(&mut out))
@@ -352,8 +316,7 @@ fn render(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
     let fd = rustix::fs::memfd_create("berth-seccomp-bpf", rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(|e| Error::Export(format!("memfd_create: {e}")))?;
     let mut file = std::fs::File::from(fd);
-    ctx.export_bpf(&file)
-        .map_err(|e| Error::Export(e.to_string()))?;
+    ctx.export_bpf(&file).map_err(|e| Error::Export(e.to_string()))?;
     let mut bytes = Vec::new();
     file.seek(std::io::SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut bytes))
@@ -405,11 +368,7 @@ fn libseccomp_version() -> String {
 
 /// Maps an OCI action and its `errnoRet` to libseccomp's. `ERRNO` and
 /// `TRACE` default to `EPERM`; `errnoRet` is ignored for other actions.
-fn map_action(
-    action: LinuxSeccompAction,
-    errno_ret: Option<u32>,
-    place: &str,
-) -> Result<ScmpAction> {
+fn map_action(action: LinuxSeccompAction, errno_ret: Option<u32>, place: &str) -> Result<ScmpAction> {
     let ret = || -> Result<u16> {
         match errno_ret {
             None => Ok(libc::EPERM as u16),
@@ -421,9 +380,7 @@ fn map_action(
         }
     };
     Ok(match action {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            ScmpAction::KillThread
-        }
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
         LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(i32::from(ret()?)),
@@ -470,9 +427,7 @@ fn kernel_flag(flag: LinuxSeccompFilterFlag) -> u32 {
         LinuxSeccompFilterFlag::SeccompFilterFlagLog => sys_seccomp::FLAG_LOG,
         LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => sys_seccomp::FLAG_SPEC_ALLOW,
         LinuxSeccompFilterFlag::SeccompFilterFlagTsync => sys_seccomp::FLAG_TSYNC,
-        LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-            sys_seccomp::FLAG_WAIT_KILLABLE_RECV
-        }
+        LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => sys_seccomp::FLAG_WAIT_KILLABLE_RECV,
     }
 }
 
@@ -487,10 +442,7 @@ fn apply_flag(ctx: &mut ScmpFilterContext, flag: LinuxSeccompFilterFlag) -> Resu
     };
     res.map(|_| ()).map_err(|e| Error::Flag {
         flag: flag.to_string(),
-        reason: format!(
-            "libseccomp {} or this kernel lacks it ({e})",
-            libseccomp_version()
-        ),
+        reason: format!("libseccomp {} or this kernel lacks it ({e})", libseccomp_version()),
     })
 }
 
@@ -537,10 +489,7 @@ fn map_arg(arg: &LinuxSeccompArg, syscall: &str) -> Result<ScmpArgCompare> {
 /// else one single-condition set per condition (OR), as runc does, since
 /// libseccomp refuses two conditions on the same argument in one rule.
 fn conditions(args: &[LinuxSeccompArg], syscall: &str) -> Result<Vec<Vec<ScmpArgCompare>>> {
-    let conds = args
-        .iter()
-        .map(|a| map_arg(a, syscall))
-        .collect::<Result<Vec<_>>>()?;
+    let conds = args.iter().map(|a| map_arg(a, syscall)).collect::<Result<Vec<_>>>()?;
     let mut seen = [0usize; MAX_ARG_INDEX + 1];
     for a in args {
         // Indexes were validated by map_arg.

@@ -55,31 +55,18 @@ fn actions_map_to_libseccomp() {
 
 #[test]
 fn errno_ret_out_of_range_is_an_error() {
-    let e = map_action(
-        LinuxSeccompAction::ScmpActErrno,
-        Some(70000),
-        "syscall mkdir",
-    )
-    .expect_err("too big");
+    let e = map_action(LinuxSeccompAction::ScmpActErrno, Some(70000), "syscall mkdir").expect_err("too big");
     let msg = e.to_string();
-    assert!(
-        msg.contains("syscall mkdir") && msg.contains("70000") && msg.contains("SCMP_ACT_ERRNO"),
-        "{msg}"
-    );
+    assert!(msg.contains("syscall mkdir") && msg.contains("70000") && msg.contains("SCMP_ACT_ERRNO"), "{msg}");
 
-    let e = compile(&spec(
-        json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 65536}),
-    ))
-    .expect_err("too big");
+    let e = compile(&spec(json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 65536}))).expect_err("too big");
     assert!(e.to_string().contains("defaultAction"), "{e}");
 }
 
 #[test]
 fn default_errno_ret_is_used() {
-    let out = pfc(
-        json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
-        "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}]}),
-    );
+    let out = pfc(json!({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}]}));
     assert!(out.contains("action ERRNO(38);"), "{out}");
     let out = pfc(json!({"defaultAction": "SCMP_ACT_ERRNO",
         "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}]}));
@@ -126,9 +113,7 @@ fn every_action_compiles_into_the_filter() {
 /// "name"` and the next syscall (or the default action).
 fn syscall_block(pfc: &str, name: &str) -> String {
     let start = format!("# filter for syscall \"{name}\"");
-    let mut lines = pfc
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with(&start));
+    let mut lines = pfc.lines().skip_while(|l| !l.trim_start().starts_with(&start));
     let mut out = String::new();
     if let Some(first) = lines.next() {
         out.push_str(first);
@@ -150,35 +135,22 @@ fn notify_needs_a_listener_path_and_cannot_be_the_default() {
     let e = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}]})))
     .expect_err("no listenerPath");
-    assert!(
-        matches!(e, Error::NoListenerPath { ref syscall } if syscall == "mkdirat"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::NoListenerPath { ref syscall } if syscall == "mkdirat"), "{e}");
     assert!(e.to_string().contains("listenerPath"), "{e}");
 
-    let e = compile(&spec(
-        json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"}),
-    ))
-    .expect_err("notify default");
-    assert!(
-        e.to_string()
-            .contains("SCMP_ACT_NOTIFY cannot be used as defaultAction"),
-        "{e}"
-    );
+    let e =
+        compile(&spec(json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"}))).expect_err("notify default");
+    assert!(e.to_string().contains("SCMP_ACT_NOTIFY cannot be used as defaultAction"), "{e}");
 
-    let f = compile(&spec(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
-        "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}),
-    ))
+    let f = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+        "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}]})))
     .expect("compile");
     assert!(f.uses_notify());
     let f = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW"}))).expect("compile");
     assert!(!f.uses_notify());
     // Every name unknown: no notify rule, no listener to wait for.
-    let f = compile(&spec(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
-        "syscalls": [{"names": ["no_such_syscall_xyz"], "action": "SCMP_ACT_NOTIFY"}]}),
-    ))
+    let f = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+        "syscalls": [{"names": ["no_such_syscall_xyz"], "action": "SCMP_ACT_NOTIFY"}]})))
     .expect("compile");
     assert!(!f.uses_notify());
 }
@@ -202,16 +174,10 @@ fn rules_with_the_default_action_are_skipped() {
     .expect("compile");
     let out = f.pfc().expect("pfc");
     assert!(out.contains("\"getpid\""), "{out}");
-    assert!(
-        !out.contains("\"mount\""),
-        "same action and errno as the default: skipped\n{out}"
-    );
+    assert!(!out.contains("\"mount\""), "same action and errno as the default: skipped\n{out}");
     assert!(!out.contains("\"umount2\""), "{out}");
     // Same action, different errno: a different action, kept.
-    assert!(
-        syscall_block(&out, "unshare").contains("ERRNO(38)"),
-        "{out}"
-    );
+    assert!(syscall_block(&out, "unshare").contains("ERRNO(38)"), "{out}");
 
     // KILL and KILL_THREAD are the same action.
     let out = pfc(json!({"defaultAction": "SCMP_ACT_KILL",
@@ -230,10 +196,7 @@ fn unknown_syscall_names_are_skipped() {
         ]
     })))
     .expect("unknown names must not fail the profile");
-    assert_eq!(
-        f.unknown_syscalls(),
-        ["no_such_syscall_xyz", "another_fake_one", &"x".repeat(200)]
-    );
+    assert_eq!(f.unknown_syscalls(), ["no_such_syscall_xyz", "another_fake_one", &"x".repeat(200)]);
     let out = f.pfc().expect("pfc");
     assert!(syscall_block(&out, "mkdirat").contains("ERRNO(1)"), "{out}");
     assert!(format!("{f:?}").contains("no_such_syscall_xyz"));
@@ -249,11 +212,7 @@ fn syscalls_of_other_arches_are_accepted() {
         "syscalls": [{"names": ["socketcall", "arm_fadvise64_64", "arch_prctl", "sync_file_range2", "read"], "action": "SCMP_ACT_ALLOW"}]
     })))
     .expect("compile");
-    assert!(
-        f.unknown_syscalls().is_empty(),
-        "{:?}",
-        f.unknown_syscalls()
-    );
+    assert!(f.unknown_syscalls().is_empty(), "{:?}", f.unknown_syscalls());
 }
 
 // ---- architectures ----
@@ -310,25 +269,18 @@ fn listed_arches_are_added_and_native_stays() {
         ScmpArch::Aarch64 => "aarch64",
         _ => return, // only the arch names checked above are spelled out here
     };
-    assert!(
-        out.contains(&format!("# filter for arch {native_name} (")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("# filter for arch {native_name} (")), "{out}");
 }
 
 #[test]
 fn arch_unknown_to_libseccomp_is_a_clear_error() {
     // LoongArch, m68k and SuperH came with libseccomp 2.6.
-    let spec =
-        spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_M68K"]}));
+    let spec = spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_M68K"]}));
     match compile(&spec) {
         Ok(_) => assert!(version_at_least(2, 6), "libseccomp < 2.6 cannot know m68k"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains("architecture SCMP_ARCH_M68K is not supported by libseccomp"),
-                "{msg}"
-            );
+            assert!(msg.contains("architecture SCMP_ARCH_M68K is not supported by libseccomp"), "{msg}");
         }
     }
 }
@@ -353,9 +305,7 @@ fn flags_map_to_filter_attributes() {
 
 #[test]
 fn wait_killable_recv_needs_libseccomp_2_6() {
-    let spec = spec(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}),
-    );
+    let spec = spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}));
     match compile(&spec) {
         Ok(f) => {
             assert!(version_at_least(2, 6));
@@ -363,10 +313,7 @@ fn wait_killable_recv_needs_libseccomp_2_6() {
         }
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains("flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is not supported"),
-                "{msg}"
-            );
+            assert!(msg.contains("flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is not supported"), "{msg}");
         }
     }
 }
@@ -389,10 +336,7 @@ fn operators_map_to_libseccomp() {
         assert_eq!(map_op(oci, 0xf0), scmp, "{oci}");
     }
     let a = arg(2, 42, Some(7), "SCMP_CMP_GE");
-    assert_eq!(
-        map_arg(&a, "x").expect("maps"),
-        ScmpArgCompare::new(2, ScmpCompareOp::GreaterEqual, 42)
-    );
+    assert_eq!(map_arg(&a, "x").expect("maps"), ScmpArgCompare::new(2, ScmpCompareOp::GreaterEqual, 42));
 }
 
 #[test]
@@ -403,48 +347,34 @@ fn masked_eq_takes_value_as_mask_and_value_two_as_datum() {
         map_arg(&a, "personality").expect("maps"),
         ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xf0000), 0x40000)
     );
-    let out = pfc(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["personality"],
-        "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 0xf0000u64, "valueTwo": 0x40000u64, "op": "SCMP_CMP_MASKED_EQ"}]}]}),
-    );
+    let out = pfc(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["personality"],
+        "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 0xf0000u64, "valueTwo": 0x40000u64, "op": "SCMP_CMP_MASKED_EQ"}]}]}));
     let block = syscall_block(&out, "personality");
     assert!(block.contains("$a0.lo32 & 0x000f0000 == 262144"), "{block}");
 
     // Docker's clone rule: no valueTwo means datum 0: (flags & CLONE_NEW*) == 0.
     let a = arg(0, 2114060288, None, "SCMP_CMP_MASKED_EQ");
-    assert_eq!(
-        map_arg(&a, "clone").expect("maps"),
-        ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(2114060288), 0)
-    );
+    assert_eq!(map_arg(&a, "clone").expect("maps"), ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(2114060288), 0));
 }
 
 #[test]
 fn arg_index_out_of_range_is_an_error() {
-    let e = compile(&spec(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"],
-        "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}),
-    ))
+    let e = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"],
+        "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]})))
     .expect_err("index 6");
     let msg = e.to_string();
-    assert!(
-        msg.contains("syscall read") && msg.contains("argument index 6"),
-        "{msg}"
-    );
+    assert!(msg.contains("syscall read") && msg.contains("argument index 6"), "{msg}");
 }
 
 #[test]
 fn distinct_arg_indexes_are_and_ed_in_one_rule() {
-    let args = [
-        arg(0, 1, None, "SCMP_CMP_EQ"),
-        arg(1, 2, None, "SCMP_CMP_NE"),
-    ];
+    let args = [arg(0, 1, None, "SCMP_CMP_EQ"), arg(1, 2, None, "SCMP_CMP_NE")];
     let sets = conditions(&args, "x").expect("conditions");
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0].len(), 2);
-    let out = pfc(
-        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO",
-        "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}),
-    );
+    let out =
+        pfc(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+        "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}));
     let block = syscall_block(&out, "kill");
     // Both conditions in one nested chain: ERRNO appears once.
     assert_eq!(block.matches("action ERRNO(1);").count(), 1, "{block}");
@@ -453,11 +383,7 @@ fn distinct_arg_indexes_are_and_ed_in_one_rule() {
 
 #[test]
 fn repeated_arg_index_becomes_one_rule_per_condition() {
-    let args = [
-        arg(0, 8, None, "SCMP_CMP_EQ"),
-        arg(0, 0, None, "SCMP_CMP_EQ"),
-        arg(1, 3, None, "SCMP_CMP_EQ"),
-    ];
+    let args = [arg(0, 8, None, "SCMP_CMP_EQ"), arg(0, 0, None, "SCMP_CMP_EQ"), arg(1, 3, None, "SCMP_CMP_EQ")];
     let sets = conditions(&args, "x").expect("conditions");
     assert_eq!(sets.len(), 3);
     assert!(sets.iter().all(|s| s.len() == 1));
@@ -473,10 +399,7 @@ fn repeated_arg_index_becomes_one_rule_per_condition() {
 
 #[test]
 fn no_args_means_an_unconditional_rule() {
-    assert_eq!(
-        conditions(&[], "x").expect("conditions"),
-        vec![Vec::<ScmpArgCompare>::new()]
-    );
+    assert_eq!(conditions(&[], "x").expect("conditions"), vec![Vec::<ScmpArgCompare>::new()]);
 }
 
 // ---- errors ----
@@ -485,8 +408,11 @@ fn no_args_means_an_unconditional_rule() {
 fn error_messages_are_lowercase_and_name_the_culprit() {
     let errs = [
         compile(&spec(json!({"defaultAction": "SCMP_ACT_NOTIFY"}))).expect_err("notify default"),
-        compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
-            "errnoRet": 100000}]}))).expect_err("errno"),
+        compile(&spec(
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 100000}]}),
+        ))
+        .expect_err("errno"),
         from_docker_profile("{", &[], "x86_64").expect_err("json"),
     ];
     for e in errs {
@@ -524,19 +450,14 @@ fn docker_caps() -> Vec<String> {
 }
 
 fn rules_for<'a>(s: &'a LinuxSeccomp, name: &str) -> Vec<&'a LinuxSyscall> {
-    s.syscalls()
-        .iter()
-        .flatten()
-        .filter(|c| c.names().iter().any(|n| n == name))
-        .collect()
+    s.syscalls().iter().flatten().filter(|c| c.names().iter().any(|n| n == name)).collect()
 }
 
 /// Allowed without conditions.
 fn allowed(s: &LinuxSeccomp, name: &str) -> bool {
-    rules_for(s, name).iter().any(|c| {
-        c.action() == LinuxSeccompAction::ScmpActAllow
-            && c.args().as_ref().is_none_or(|a| a.is_empty())
-    })
+    rules_for(s, name)
+        .iter()
+        .any(|c| c.action() == LinuxSeccompAction::ScmpActAllow && c.args().as_ref().is_none_or(|a| a.is_empty()))
 }
 
 const KERNEL: (u32, u32, u32) = (6, 1, 0);
@@ -546,10 +467,7 @@ fn docker_profile_without_sys_admin() {
     let s = convert(&docker_default(), &docker_caps(), "x86_64", KERNEL).expect("convert");
     assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActErrno);
     assert_eq!(s.default_errno_ret(), Some(1));
-    assert_eq!(
-        s.architectures().as_deref(),
-        Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..])
-    );
+    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..]));
     assert!(allowed(&s, "read") && allowed(&s, "openat") && allowed(&s, "chroot"));
     assert!(!allowed(&s, "mount") && rules_for(&s, "mount").is_empty());
     assert!(rules_for(&s, "unshare").is_empty());
@@ -570,10 +488,7 @@ fn docker_profile_without_sys_admin() {
     );
     let clone3 = rules_for(&s, "clone3");
     assert_eq!(clone3.len(), 1);
-    assert_eq!(
-        (clone3[0].action(), clone3[0].errno_ret()),
-        (LinuxSeccompAction::ScmpActErrno, Some(38))
-    );
+    assert_eq!((clone3[0].action(), clone3[0].errno_ret()), (LinuxSeccompAction::ScmpActErrno, Some(38)));
     // And it compiles.
     let f = compile(&s).expect("compile docker profile");
     assert!(!f.uses_notify());
@@ -584,28 +499,15 @@ fn docker_profile_with_sys_admin() {
     let mut caps = docker_caps();
     caps.push("CAP_SYS_ADMIN".into());
     let s = convert(&docker_default(), &caps, "x86_64", KERNEL).expect("convert");
-    assert!(
-        allowed(&s, "mount")
-            && allowed(&s, "unshare")
-            && allowed(&s, "setns")
-            && allowed(&s, "clone")
-    );
+    assert!(allowed(&s, "mount") && allowed(&s, "unshare") && allowed(&s, "setns") && allowed(&s, "clone"));
     assert!(allowed(&s, "clone3"));
     // The CAP_SYS_ADMIN-less variants are excluded.
     assert!(rules_for(&s, "clone").iter().all(|c| c.args().is_none()));
-    assert!(rules_for(&s, "clone3")
-        .iter()
-        .all(|c| c.action() == LinuxSeccompAction::ScmpActAllow));
+    assert!(rules_for(&s, "clone3").iter().all(|c| c.action() == LinuxSeccompAction::ScmpActAllow));
     compile(&s).expect("compile docker profile with CAP_SYS_ADMIN");
 
     // Capability names are matched loosely.
-    let s = convert(
-        &docker_default(),
-        &["sys_admin".to_string()],
-        "amd64",
-        KERNEL,
-    )
-    .expect("convert");
+    let s = convert(&docker_default(), &["sys_admin".to_string()], "amd64", KERNEL).expect("convert");
     assert!(allowed(&s, "mount"));
 }
 
@@ -613,10 +515,7 @@ fn docker_profile_with_sys_admin() {
 fn docker_profile_arch_families() {
     let json = docker_default();
     let s = convert(&json, &docker_caps(), "aarch64", KERNEL).expect("convert");
-    assert_eq!(
-        s.architectures().as_deref(),
-        Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
-    );
+    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..]));
     assert!(allowed(&s, "arm_fadvise64_64"));
     assert!(rules_for(&s, "arch_prctl").is_empty());
     // Go's spelling works too.
@@ -624,23 +523,13 @@ fn docker_profile_arch_families() {
     assert_eq!(s, s2);
 
     let s = convert(&json, &docker_caps(), "s390x", KERNEL).expect("convert");
-    assert_eq!(
-        s.architectures().as_deref(),
-        Some(&[Arch::ScmpArchS390x, Arch::ScmpArchS390][..])
-    );
+    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchS390x, Arch::ScmpArchS390][..]));
     let clone = rules_for(&s, "clone");
     assert_eq!(clone.len(), 1);
-    assert_eq!(
-        clone[0].args().as_ref().expect("args")[0].index(),
-        1,
-        "s390 clone flags are arg 1"
-    );
+    assert_eq!(clone[0].args().as_ref().expect("args")[0].index(), 1, "s390 clone flags are arg 1");
 
     let s = convert(&json, &docker_caps(), "riscv64", KERNEL).expect("convert");
-    assert_eq!(
-        s.architectures().as_deref(),
-        Some(&[Arch::ScmpArchRiscv64][..])
-    );
+    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchRiscv64][..]));
     assert!(allowed(&s, "riscv_flush_icache"));
 
     // An arch without archMap entry: native only, no error.
@@ -660,22 +549,8 @@ fn docker_profile_min_kernel() {
 
     let excl = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "excludes": {"minKernel": "5.10"}}]}"#;
-    assert_eq!(
-        convert(excl, &[], "x86_64", (5, 4, 0))
-            .expect("convert")
-            .syscalls()
-            .as_ref()
-            .map(Vec::len),
-        Some(1)
-    );
-    assert_eq!(
-        convert(excl, &[], "x86_64", (5, 10, 0))
-            .expect("convert")
-            .syscalls()
-            .as_ref()
-            .map(Vec::len),
-        Some(0)
-    );
+    assert_eq!(convert(excl, &[], "x86_64", (5, 4, 0)).expect("convert").syscalls().as_ref().map(Vec::len), Some(1));
+    assert_eq!(convert(excl, &[], "x86_64", (5, 10, 0)).expect("convert").syscalls().as_ref().map(Vec::len), Some(0));
 
     let bad = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "includes": {"minKernel": "five"}}]}"#;
@@ -698,64 +573,33 @@ fn docker_format_details() {
         ]
     }"#;
     let s = convert(json, &[], "x86_64", KERNEL).expect("convert");
-    assert_eq!(
-        s.architectures().as_deref(),
-        Some(&[Arch::ScmpArchX86_64][..])
-    );
-    assert_eq!(
-        s.flags().as_deref(),
-        Some(&[LinuxSeccompFilterFlag::SeccompFilterFlagLog][..])
-    );
-    assert_eq!(
-        s.listener_path().as_deref(),
-        Some(std::path::Path::new("/run/agent.sock"))
-    );
+    assert_eq!(s.architectures().as_deref(), Some(&[Arch::ScmpArchX86_64][..]));
+    assert_eq!(s.flags().as_deref(), Some(&[LinuxSeccompFilterFlag::SeccompFilterFlagLog][..]));
+    assert_eq!(s.listener_path().as_deref(), Some(std::path::Path::new("/run/agent.sock")));
     assert_eq!(s.listener_metadata().as_deref(), Some("meta"));
     assert!(allowed(&s, "read"));
-    assert!(
-        allowed(&s, "personality"),
-        "empty args list is no condition"
-    );
+    assert!(allowed(&s, "personality"), "empty args list is no condition");
 
     let both = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"name": "a", "names": ["b"], "action": "SCMP_ACT_ERRNO"}]}"#;
-    assert!(convert(both, &[], "x86_64", KERNEL)
-        .expect_err("name+names")
-        .to_string()
-        .contains("'name' and 'names'"));
+    assert!(convert(both, &[], "x86_64", KERNEL).expect_err("name+names").to_string().contains("'name' and 'names'"));
 
     let both = r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86"],
         "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": null}]}"#;
-    assert!(convert(both, &[], "x86_64", KERNEL)
-        .expect_err("both")
-        .to_string()
-        .contains("archMap"));
+    assert!(convert(both, &[], "x86_64", KERNEL).expect_err("both").to_string().contains("archMap"));
 
     let unknown = r#"{"defaultAction": "SCMP_ACT_ALLOW",
         "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_VAX"]}]}"#;
-    assert!(convert(unknown, &[], "x86_64", KERNEL)
-        .expect_err("vax")
-        .to_string()
-        .contains("SCMP_ARCH_VAX"));
+    assert!(convert(unknown, &[], "x86_64", KERNEL).expect_err("vax").to_string().contains("SCMP_ARCH_VAX"));
     // …but only the host's family is looked at.
     assert!(convert(unknown, &[], "aarch64", KERNEL).is_ok());
 
-    let e = convert(
-        r#"{"defaultAction": "SCMP_ACT_NOPE"}"#,
-        &[],
-        "x86_64",
-        KERNEL,
-    )
-    .expect_err("bad action");
-    assert!(
-        e.to_string().starts_with("seccomp profile: invalid json"),
-        "{e}"
-    );
+    let e = convert(r#"{"defaultAction": "SCMP_ACT_NOPE"}"#, &[], "x86_64", KERNEL).expect_err("bad action");
+    assert!(e.to_string().starts_with("seccomp profile: invalid json"), "{e}");
 }
 
 #[test]
 fn docker_profile_on_this_host_converts_and_compiles() {
-    let s = from_docker_profile(&docker_default(), &docker_caps(), std::env::consts::ARCH)
-        .expect("convert");
+    let s = from_docker_profile(&docker_default(), &docker_caps(), std::env::consts::ARCH).expect("convert");
     let f = compile(&s).expect("compile");
     // The file lists syscalls newer than this libseccomp may know: skipped.
     let _ = f.unknown_syscalls();

@@ -53,14 +53,8 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes flags of this process's own fd table;
     // the arguments are plain integers.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let r =
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
     if r == 0 {
         return Ok(());
     }
@@ -128,9 +122,7 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, payload: &[u8]) -> io::
     let fds = [fd.as_raw_fd()];
     let iov = [io::IoSlice::new(payload)];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .map(|_| ())
-        .map_err(io::Error::from)
+    socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ()).map_err(io::Error::from)
 }
 
 /// Receives one descriptor sent with [`send_fd`].
@@ -156,7 +148,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// them all, so the container's program starts with a clean slate (Rust's
 /// runtime ignores SIGPIPE; the runtime blocks signals it forwards).
 pub fn reset_signals() {
-    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;
@@ -187,5 +179,9 @@ pub fn set_recursive_readonly(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::mem::size_of_val(&attr),
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

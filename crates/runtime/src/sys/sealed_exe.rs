@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use nix::fcntl::{FcntlArg, SealFlag};
-use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::memfd::{memfd_create, MFdFlags};
 
 /// Seals that make the memfd immutable forever.
 fn all_seals() -> SealFlag {
@@ -39,7 +39,8 @@ pub fn is_sealed() -> bool {
         return SealFlag::from_bits_truncate(seals).contains(all_seals());
     }
     let on_overlay = nix::sys::statfs::fstatfs(&exe).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
-    on_overlay && nix::sys::statvfs::fstatvfs(&exe).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    on_overlay
+        && nix::sys::statvfs::fstatvfs(&exe).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Opens our binary through a detached read-only overlayfs mount of its
@@ -66,7 +67,12 @@ fn overlay_view() -> io::Result<std::os::fd::OwnedFd> {
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID,
     )?;
-    let fd = rustix::fs::openat(&mnt, name, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+    let fd = rustix::fs::openat(
+        &mnt,
+        name,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
     Ok(fd)
 }
 
@@ -83,8 +89,7 @@ pub fn ensure_sealed() -> io::Result<()> {
         let _ = nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
     }
     let mut exe = File::open("/proc/self/exe")?;
-    let memfd = memfd_create(c"berth", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(io::Error::from)?;
+    let memfd = memfd_create(c"berth", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(io::Error::from)?;
     let mut dst = File::from(memfd);
     let len = exe.metadata()?.len();
     // sendfile moves the bytes inside the kernel; fall back to a read/write

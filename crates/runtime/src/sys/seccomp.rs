@@ -38,7 +38,9 @@ pub fn set_filter(program: &[libc::sock_filter], flags: u32) -> io::Result<Optio
     let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
     // SAFETY: `prog` points at `program`, which outlives the call; the
     // kernel only reads `len` instructions from it and copies them.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, SET_MODE_FILTER, flags as libc::c_uint, &prog as *const libc::sock_fprog) };
+    let r = unsafe {
+        libc::syscall(libc::SYS_seccomp, SET_MODE_FILTER, flags as libc::c_uint, &prog as *const libc::sock_fprog)
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// Path of the berth binary under test.
 pub fn berth() -> &'static str {
@@ -136,7 +136,11 @@ impl Bundle {
             .stderr(std::fs::File::create(&e).expect("stderr file"))
             .status()
             .expect("spawn berth");
-        let out = Output { status, stdout: std::fs::read(&o).unwrap_or_default(), stderr: std::fs::read(&e).unwrap_or_default() };
+        let out = Output {
+            status,
+            stdout: std::fs::read(&o).unwrap_or_default(),
+            stderr: std::fs::read(&e).unwrap_or_default(),
+        };
         let _ = std::fs::remove_file(o);
         let _ = std::fs::remove_file(e);
         out
