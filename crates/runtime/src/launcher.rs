@@ -186,7 +186,24 @@ pub struct Launched {
 /// stage 2's pid is known. The caller then drives the rest of the protocol.
 pub fn launch(l: Launch<'_>) -> Result<Launched> {
     let (parent, child) = Channel::pair().ctx(|| "creating setup socketpair".into())?;
-    let stage1 = match sys::fork().ctx(|| "fork".into())? {
+    // The cgroup exists before stage 1 does: stage 1 is cloned straight
+    // into its cgroup2 side and joins the v1 hierarchies itself (see
+    // `Manager::join_self_v1`), the two ways that avoid the ~10 ms a
+    // `cgroup.procs` write from here would cost.
+    l.cgroup.create()?;
+    let into = l.cgroup.clone_into_dir().and_then(|d| {
+        rustix::fs::open(d, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()).ok()
+    });
+    let forked = match &into {
+        Some(fd) => sys::fork_into_cgroup(fd.as_fd()).map(|f| (f, true)),
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+    };
+    let (forked, in_v2) = match forked {
+        Ok(f) => f,
+        Err(_) => (sys::fork().ctx(|| "fork".into())?, false),
+    };
+    drop(into);
+    let stage1 = match forked {
         sys::Fork::Child => {
             drop(parent);
             let code = match stage1(&l, &child) {
@@ -201,7 +218,7 @@ pub fn launch(l: Launch<'_>) -> Result<Launched> {
         sys::Fork::Parent(pid) => pid,
     };
     drop(child);
-    let pid = match parent_stage1(&l, &parent, stage1) {
+    let pid = match parent_stage1(&l, &parent, stage1, in_v2) {
         Ok(pid) => pid,
         Err(e) => {
             // Stage 1 may still wait for our Go (the id maps or the cgroup
@@ -219,7 +236,7 @@ pub fn launch(l: Launch<'_>) -> Result<Launched> {
     Ok(Launched { pid, channel: parent })
 }
 
-fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid) -> Result<i32> {
+fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid, in_v2: bool) -> Result<i32> {
     match ch.recv().ctx(|| "reading from container setup".into())? {
         Some(Msg::Stage1Ready { userns }) => {
             if userns {
@@ -230,7 +247,9 @@ fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid) -> Result<i32> {
         Some(Msg::Error(e)) => return Err(Error::Init(e)),
         other => return Err(Error::Init(format!("unexpected setup message {other:?}"))),
     }
-    l.cgroup.apply(stage1.as_raw())?;
+    if !in_v2 {
+        l.cgroup.join_v2(stage1.as_raw())?;
+    }
     if let Some(r) = l.resources {
         l.cgroup.set(r)?;
     }
@@ -255,6 +274,9 @@ fn write_id_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
 }
 
 fn stage1(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
+    // First, before any namespace changes: our v1 cgroups (the cgroup
+    // namespace made below is rooted where we are then).
+    l.cgroup.join_self_v1()?;
     let mut joined_user = false;
     for (flag, fd, path) in &l.ns.join {
         if flag.contains(CloneFlags::CLONE_NEWUSER) {

@@ -7,18 +7,16 @@
 //! magic link, so a symlink planted in an image can never redirect a mount
 //! onto the host.
 
-use std::fs::{File, Permissions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
-use pathrs::flags::OpenFlags;
-use pathrs::Root;
+use crate::inroot::RootDir;
 
-use crate::error::{pathrs_to_io, Context, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::mount_options::{self, MountOptions};
 
 /// What the rootfs setup needs beyond the spec.
@@ -107,12 +105,12 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Opens the rootfs as a pathrs root for in-root resolution.
-pub fn open_root(rootfs: &Path) -> Result<Root> {
-    Root::open(rootfs).ctx(|| format!("opening rootfs {}", rootfs.display()))
+pub fn open_root(rootfs: &Path) -> Result<RootDir> {
+    RootDir::open(rootfs).ctx(|| format!("opening rootfs {}", rootfs.display()))
 }
 
 /// Mounts every entry of the spec's `mounts` list, in order.
-pub fn mount_all(ctx: &RootfsContext<'_>, root: &Root) -> Result<()> {
+pub fn mount_all(ctx: &RootfsContext<'_>, root: &RootDir) -> Result<()> {
     for m in ctx.spec.mounts().as_deref().unwrap_or_default() {
         mount_entry(ctx, root, m).map_err(|e| match e {
             Error::Io { context, source } => {
@@ -138,7 +136,7 @@ fn in_root(dest: &Path) -> PathBuf {
     p
 }
 
-fn mount_entry(ctx: &RootfsContext<'_>, root: &Root, m: &Mount) -> Result<()> {
+fn mount_entry(ctx: &RootfsContext<'_>, root: &RootDir, m: &Mount) -> Result<()> {
     let dest = in_root(m.destination());
     let typ = m.typ().as_deref().unwrap_or("none");
     let opts = mount_options::parse(m.options().as_deref().unwrap_or_default());
@@ -194,7 +192,7 @@ fn mount_entry(ctx: &RootfsContext<'_>, root: &Root, m: &Mount) -> Result<()> {
     apply_propagation(root, &dest, &opts)
 }
 
-fn apply_propagation(root: &Root, dest: &Path, opts: &MountOptions) -> Result<()> {
+fn apply_propagation(root: &RootDir, dest: &Path, opts: &MountOptions) -> Result<()> {
     if opts.propagation.is_empty() {
         return Ok(());
     }
@@ -208,7 +206,7 @@ fn apply_propagation(root: &Root, dest: &Path, opts: &MountOptions) -> Result<()
 
 /// The container's cgroup view: cgroup2 with a cgroup namespace (the
 /// kernel scopes it), otherwise binds of the container's own cgroup dirs.
-fn mount_cgroup(ctx: &RootfsContext<'_>, root: &Root, dest: &Path, typ: &str, opts: &MountOptions) -> Result<()> {
+fn mount_cgroup(ctx: &RootfsContext<'_>, root: &RootDir, dest: &Path, typ: &str, opts: &MountOptions) -> Result<()> {
     let v2 = ctx.cgroup_dirs.len() == 1 && ctx.cgroup_dirs[0].0.is_empty();
     let target = mkdir_in(root, dest)?;
     if v2 || typ == "cgroup2" {
@@ -244,35 +242,19 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: &Root, dest: &Path, typ: &str, op
 }
 
 /// Resolves an existing path inside the root to an O_PATH handle.
-fn resolve(root: &Root, path: &Path) -> Result<File> {
-    let h = root.resolve(path).ctx(|| format!("resolving {} in rootfs", path.display()))?;
-    h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC).ctx(|| format!("reopening {}", path.display()))
+fn resolve(root: &RootDir, path: &Path) -> Result<File> {
+    root.resolve(path).ctx(|| format!("resolving {} in rootfs", path.display()))
 }
 
 /// Creates a directory (and parents) inside the root; returns its handle.
-pub fn mkdir_in(root: &Root, path: &Path) -> Result<File> {
-    let h = root
-        .mkdir_all(path, &Permissions::from_mode(0o755))
-        .ctx(|| format!("creating directory {} in rootfs", path.display()))?;
-    h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC | OpenFlags::O_DIRECTORY)
-        .ctx(|| format!("reopening {}", path.display()))
+pub fn mkdir_in(root: &RootDir, path: &Path) -> Result<File> {
+    root.mkdir_all(path).ctx(|| format!("creating directory {} in rootfs", path.display()))
 }
 
-/// Creates an empty file (and parent dirs) inside the root unless a
-/// non-directory already exists there; returns its handle.
-fn create_file_in(root: &Root, path: &Path) -> Result<File> {
-    if let Ok(h) = root.resolve(path) {
-        return h.reopen(OpenFlags::O_PATH | OpenFlags::O_CLOEXEC).ctx(|| format!("reopening {}", path.display()));
-    }
-    if let Some(parent) = path.parent() {
-        mkdir_in(root, parent)?;
-    }
-    match root.create_file(path, OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC, &Permissions::from_mode(0o644)) {
-        Ok(_) => {}
-        Err(e) if pathrs_to_io(&e).raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) => return Err(e).ctx(|| format!("creating {} in rootfs", path.display())),
-    }
-    resolve(root, path)
+/// Creates an empty file (and parent dirs) inside the root unless
+/// something already exists there; returns its handle.
+fn create_file_in(root: &RootDir, path: &Path) -> Result<File> {
+    root.create_file(path).ctx(|| format!("creating {} in rootfs", path.display()))
 }
 
 /// Flags that a user namespace may have locked on a mount: a remount must
@@ -340,7 +322,7 @@ fn dev_is_bind(spec: &Spec) -> bool {
 }
 
 /// Creates default and spec devices plus the standard /dev symlinks.
-pub fn setup_dev(ctx: &RootfsContext<'_>, root: &Root) -> Result<()> {
+pub fn setup_dev(ctx: &RootfsContext<'_>, root: &RootDir) -> Result<()> {
     if dev_is_bind(ctx.spec) {
         return Ok(());
     }
@@ -403,7 +385,7 @@ fn symlink_at(dir: &File, name: &str, target: &str) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 fn make_device(
-    root: &Root,
+    root: &RootDir,
     path: &Path,
     kind: SFlag,
     major: u64,

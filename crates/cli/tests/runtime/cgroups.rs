@@ -121,3 +121,34 @@ fn unsupported_resource_requests_fail_clearly() {
         assert!(stderr(&out).contains("kernel memory"), "{}", stderr(&out));
     }
 }
+
+/// The init and processes exec'd later sit in the container's cgroup in
+/// every mounted hierarchy (v1 controllers joined through `tasks`, the
+/// cgroup2 side through clone3 CLONE_INTO_CGROUP), and see it as `/`.
+#[test]
+fn processes_join_every_hierarchy() {
+    require_root!();
+    let mut b = Bundle::new("exec sleep 1000");
+    let cg = format!("/berth-test/{}", common::unique("join"));
+    b.config["linux"]["cgroupsPath"] = json!(cg);
+    let id = b.create();
+    let pid = b.state(&id)["pid"].as_i64().expect("pid");
+    let host = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let mounted: Vec<&str> = host.lines().collect();
+    assert!(!mounted.is_empty());
+    for line in &mounted {
+        let path = line.splitn(3, ':').nth(2).expect("path");
+        // Hierarchies the host leaves unmounted keep the process at /.
+        let ctrl = line.splitn(3, ':').nth(1).expect("ctrl");
+        let name = ctrl.strip_prefix("name=").unwrap_or(ctrl);
+        let mounted_here = ctrl.is_empty() || std::path::Path::new("/sys/fs/cgroup").join(name).exists();
+        if mounted_here {
+            assert_eq!(path, cg, "{line} in\n{host}");
+        }
+    }
+    ok(&b.rt(&["start", &id]));
+    let inside = ok(&b.rt(&["exec", &id, "cat", "/proc/self/cgroup"]));
+    for line in inside.lines() {
+        assert!(line.ends_with(":/"), "cgroup namespace not rooted at the container's cgroup: {inside}");
+    }
+}

@@ -371,15 +371,26 @@ impl Manager {
         self.hierarchies.first().map_or(Path::new(CGROUP_ROOT), |h| h.dir.as_path())
     }
 
-    /// Creates the cgroup and moves `pid` into it.
+    /// Creates the cgroup and moves `pid` into it: [`Manager::create`],
+    /// then `cgroup.procs` in every hierarchy.
+    pub fn apply(&self, pid: i32) -> Result<()> {
+        self.create()?;
+        let value = pid.to_string();
+        for h in &self.hierarchies {
+            write(&h.dir, "cgroup.procs", &value)?;
+        }
+        self.join_unified(pid);
+        Ok(())
+    }
+
+    /// Creates the cgroup's directories, without moving anything into it.
     ///
     /// v1: the directory is created in every mounted hierarchy; in cpuset,
     /// empty `cpuset.cpus`/`cpuset.mems` are copied from the parent down the
     /// tree (tasks cannot join a cpuset without them); on a hybrid host the
-    /// cgroup2 hierarchy is joined at the same path, best-effort. v2: every
-    /// ancestor enables the controllers it has for its children.
-    pub fn apply(&self, pid: i32) -> Result<()> {
-        let value = pid.to_string();
+    /// cgroup2 hierarchy gets one too, best-effort. v2: every ancestor
+    /// enables the controllers it has for its children.
+    pub fn create(&self) -> Result<()> {
         match self.mode {
             Mode::V1 => {
                 for h in &self.hierarchies {
@@ -388,24 +399,66 @@ impl Manager {
                     } else {
                         create_dir(&h.dir)?;
                     }
-                    write(&h.dir, "cgroup.procs", &value)?;
                 }
                 if let Some(u) = &self.unified {
-                    // Best-effort, like runc: some tools look for the
-                    // process in the unified hierarchy too.
-                    if create_dir(&u.dir).is_ok() {
-                        let _ = write(&u.dir, "cgroup.procs", &value);
-                    }
+                    let _ = create_dir(&u.dir);
                 }
             }
             Mode::V2 => {
                 let h = self.hierarchies.first().ok_or_else(|| Error::Detect("no cgroup2 hierarchy".into()))?;
                 create_dir(&h.dir)?;
                 v2::enable_controllers(&h.mount, &h.dir);
-                write(&h.dir, "cgroup.procs", &value)?;
             }
         }
         Ok(())
+    }
+
+    /// The cgroup2 directory a new process can be cloned straight into
+    /// (`CLONE_INTO_CGROUP`): the cgroup itself on v2, the hybrid unified
+    /// hierarchy's directory on v1 (when it was created).
+    pub fn clone_into_dir(&self) -> Option<&Path> {
+        match self.mode {
+            Mode::V2 => self.hierarchies.first().map(|h| h.dir.as_path()),
+            Mode::V1 => self.unified.as_ref().map(|u| u.dir.as_path()).filter(|d| d.is_dir()),
+        }
+    }
+
+    /// Moves the calling process into the cgroup's v1 hierarchies, by
+    /// writing "0" to each `tasks` file. Only for a single-threaded caller
+    /// (it moves the calling thread): the kernel then skips the global
+    /// threadgroup lock that a `cgroup.procs` write takes, which costs an
+    /// RCU grace period (~10 ms). No-op on v2.
+    pub fn join_self_v1(&self) -> Result<()> {
+        if self.mode == Mode::V1 {
+            for h in &self.hierarchies {
+                write(&h.dir, "tasks", "0")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the cgroup2 side ([`Manager::clone_into_dir`]) by
+    /// `cgroup.procs`, for when the process could not be cloned into it:
+    /// required on v2, best-effort on a hybrid host (as runc does).
+    pub fn join_v2(&self, pid: i32) -> Result<()> {
+        match self.mode {
+            Mode::V2 => {
+                let h = self.hierarchies.first().ok_or_else(|| Error::Detect("no cgroup2 hierarchy".into()))?;
+                write(&h.dir, "cgroup.procs", &pid.to_string())
+            }
+            Mode::V1 => {
+                self.join_unified(pid);
+                Ok(())
+            }
+        }
+    }
+
+    fn join_unified(&self, pid: i32) {
+        if let Some(u) = &self.unified {
+            if create_dir(&u.dir).is_ok() {
+                let _ = write(&u.dir, "cgroup.procs", &pid.to_string());
+            }
+        }
     }
 
     /// Writes the resource limits of `resources` (only the settings that
