@@ -105,10 +105,18 @@ pub fn apply_apparmor(process: &Process) -> Result<()> {
     std::fs::write(attr, format!("exec {p}")).ctx(|| format!("setting apparmor profile {p}"))
 }
 
-/// Capabilities this kernel knows (probed once: each probe is a prctl).
+/// Capabilities this kernel knows: every one up to
+/// `/proc/sys/kernel/cap_last_cap` (one read, where probing costs a prctl
+/// per capability), else probed.
 fn supported_caps() -> &'static CapsHashSet {
     static SUPPORTED: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
-    SUPPORTED.get_or_init(caps::runtime::thread_all_supported)
+    SUPPORTED.get_or_init(|| {
+        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse::<u8>().ok());
+        match last {
+            Some(last) => caps::all().into_iter().filter(|c| c.index() <= last).collect(),
+            None => caps::runtime::thread_all_supported(),
+        }
+    })
 }
 
 fn to_caps(set: Option<&HashSet<oci_spec::runtime::Capability>>) -> CapsHashSet {
