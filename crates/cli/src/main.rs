@@ -2,8 +2,10 @@
 //!
 //! - `berth runtime …` (or the binary invoked as `berth-runtime`): the OCI
 //!   runtime CLI, runc-compatible, for podman/containerd/CRI-O.
+//! - `berth pull`, `images`, `image …`, `tag`, `rmi`: the image store.
 //! - further verbs (daemon, docker-style client) arrive with later issues.
 
+mod image_cmd;
 mod runtime_cmd;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +14,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "berth: a container engine", propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    store: image_cmd::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,6 +24,17 @@ struct Cli {
 enum Command {
     /// OCI runtime (runc-compatible): run bundles directly.
     Runtime(runtime_cmd::RuntimeCli),
+    /// Download an image from a registry.
+    Pull(image_cmd::PullArgs),
+    /// List images.
+    Images(image_cmd::ListArgs),
+    /// Remove one or more images.
+    Rmi(image_cmd::RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(image_cmd::TagArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
 }
 
 /// True when argv[0] asks for the runtime personality.
@@ -34,8 +49,14 @@ fn main() {
     let code = if invoked_as_runtime() {
         runtime_cmd::main(runtime_cmd::RuntimeCli::parse_from(std::env::args_os()))
     } else {
-        match Cli::parse().command {
+        let cli = Cli::parse();
+        match cli.command {
             Command::Runtime(r) => runtime_cmd::main(r),
+            Command::Pull(a) => image_cmd::pull(&cli.store, a),
+            Command::Images(a) => image_cmd::images(&cli.store, a),
+            Command::Rmi(a) => image_cmd::rmi(&cli.store, a),
+            Command::Tag(a) => image_cmd::tag(&cli.store, a),
+            Command::Image(c) => image_cmd::image(&cli.store, c),
         }
     };
     std::process::exit(code);

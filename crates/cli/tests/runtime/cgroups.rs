@@ -139,7 +139,7 @@ fn processes_join_every_hierarchy() {
     for line in &mounted {
         let path = line.splitn(3, ':').nth(2).expect("path");
         // Hierarchies the host leaves unmounted keep the process at /.
-        let ctrl = line.splitn(3, ':').nth(1).expect("ctrl");
+        let ctrl = line.split(':').nth(1).expect("ctrl");
         let name = ctrl.strip_prefix("name=").unwrap_or(ctrl);
         let mounted_here = ctrl.is_empty() || std::path::Path::new("/sys/fs/cgroup").join(name).exists();
         if mounted_here {

@@ -1,0 +1,32 @@
+//! berth-image: everything between a registry and a container's root
+//! filesystem.
+//!
+//! - [`digest`]: content digests (sha256, sha512) and streaming verifiers.
+//! - [`content`]: the content store, blobs addressed by digest, written
+//!   temp → verify → fsync → rename so a bad or partial blob is never
+//!   visible.
+//! - [`manifest`]: OCI and Docker schema2 manifests, indexes and configs;
+//!   platform selection.
+//! - [`unpack`]: safe extraction of a layer tar into a directory, with OCI
+//!   whiteouts turned into overlayfs ones.
+//! - [`snapshot`]: unpacked layers keyed by chain ID, stacked with
+//!   overlayfs into container root filesystems.
+//! - [`registry`]: the OCI distribution client (pull, push, auth).
+//! - [`images`]: image metadata in an embedded database (redb).
+//! - [`store`]: the facade users drive: pull, resolve, tag, gc.
+//!
+//! Library code is synchronous except [`registry`] (tokio); callers in an
+//! async context run store and unpack work on blocking threads.
+
+pub mod content;
+pub mod digest;
+pub mod error;
+pub mod images;
+pub mod manifest;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use error::{Error, Result};

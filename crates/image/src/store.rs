@@ -1,0 +1,470 @@
+//! The image store: content store + snapshots + metadata, and the
+//! operations users run on them (pull, list, inspect, tag, remove, gc).
+//!
+//! Pull: resolve the reference to a manifest (through an index for this
+//! platform), fetch the config, then download the missing layers
+//! concurrently (each resumable, verified against its digest before it
+//! becomes a blob) and unpack each into its own snapshot (verified against
+//! the config's diff ID before the snapshot becomes visible). Layers unpack
+//! independently: overlayfs stacks them at mount time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use oci_spec::image::{Descriptor, ImageManifest};
+
+use crate::content::ContentStore;
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::images::{now_rfc3339, ImageDb, ImageRecord, LayerRecord};
+use crate::manifest::{self, Parsed, Platform};
+use crate::registry::{ImageRef, Registry};
+use crate::snapshot::Snapshots;
+use crate::unpack::{self, UnpackOptions};
+
+/// How many layers download at once (Docker's default is 3).
+const CONCURRENT_LAYERS: usize = 3;
+
+/// Progress of a pull, reported per layer (ids are the 12-hex short
+/// digests Docker shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// The reference resolved to this manifest digest.
+    Resolved {
+        /// Tag or digest being pulled.
+        reference: String,
+    },
+    /// A layer will be fetched.
+    Waiting {
+        /// Short layer id.
+        id: String,
+    },
+    /// Already unpacked locally.
+    AlreadyExists {
+        /// Short layer id.
+        id: String,
+    },
+    /// Bytes received so far.
+    Downloading {
+        /// Short layer id.
+        id: String,
+        /// Bytes so far.
+        current: u64,
+        /// Blob size.
+        total: u64,
+    },
+    /// Download finished and verified.
+    DownloadComplete {
+        /// Short layer id.
+        id: String,
+    },
+    /// Unpacking started.
+    Extracting {
+        /// Short layer id.
+        id: String,
+    },
+    /// The layer is unpacked.
+    PullComplete {
+        /// Short layer id.
+        id: String,
+    },
+}
+
+/// Receives pull progress (called from several tasks).
+pub trait Progress: Send + Sync {
+    /// One event.
+    fn event(&self, e: PullEvent);
+}
+
+/// Discards progress.
+#[derive(Debug)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: PullEvent) {}
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    /// The image.
+    pub image: ImageRecord,
+    /// The digest users see (`Digest:` line): the index's when pulled
+    /// through one, else the manifest's.
+    pub digest: Digest,
+    /// Whether anything new was stored.
+    pub downloaded: bool,
+    /// The name it was tagged as (full form), if pulled by tag.
+    pub tagged: Option<String>,
+}
+
+/// The image store under one root directory.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: PathBuf,
+    content: ContentStore,
+    snapshots: Snapshots,
+    db: Arc<ImageDb>,
+}
+
+impl ImageStore {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: &Path) -> Result<ImageStore> {
+        std::fs::create_dir_all(root).ctx(|| format!("creating {}", root.display()))?;
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            content: ContentStore::open(root)?,
+            snapshots: Snapshots::open(root)?,
+            db: Arc::new(ImageDb::open(root)?),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// The metadata database.
+    pub fn db(&self) -> &ImageDb {
+        &self.db
+    }
+
+    /// Pulls `reference` for `platform` from its registry.
+    pub async fn pull(
+        &self,
+        registry: Arc<Registry>,
+        reference: &ImageRef,
+        platform: &Platform,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PullOutcome> {
+        let (bytes, media_type, top) = registry.fetch_manifest(reference).await?;
+        let mut downloaded = false;
+        let (index, manifest_bytes, manifest_mt, manifest_digest) = match manifest::parse(&bytes, Some(&media_type))? {
+            Parsed::Index(idx) => {
+                let d = manifest::select(&idx, platform, &reference.familiar())?;
+                let digest: Digest = d.digest().to_string().parse()?;
+                let (mb, mmt, md) = registry.fetch_manifest(&reference.with_digest(&digest)).await?;
+                if md != digest {
+                    return Err(Error::DigestMismatch { expected: digest.to_string(), actual: md.to_string() });
+                }
+                if !self.content.contains(&top) {
+                    self.content.write_blob(&top, &bytes)?;
+                }
+                (Some(top.clone()), mb, mmt, md)
+            }
+            Parsed::Manifest(_) => (None, bytes, media_type, top.clone()),
+        };
+        progress.event(PullEvent::Resolved { reference: reference.tag().unwrap_or("latest").to_string() });
+        let Parsed::Manifest(m) = manifest::parse(&manifest_bytes, Some(&manifest_mt))? else {
+            return Err(Error::InvalidManifest { what: "manifest", reason: "an index where a manifest was expected".into() });
+        };
+        if !self.content.contains(&manifest_digest) {
+            self.content.write_blob(&manifest_digest, &manifest_bytes)?;
+            downloaded = true;
+        }
+        let config_desc = m.config();
+        let config_digest: Digest = config_desc.digest().to_string().parse()?;
+        if !self.content.contains(&config_digest) {
+            let data = fetch_all(&registry, reference, &config_digest).await?;
+            self.content.write_blob(&config_digest, &data)?;
+            downloaded = true;
+        }
+        let config = self.content.read(&config_digest)?;
+        let layers = plan_layers(&m, &config)?;
+
+        // Download + unpack, a few layers at a time.
+        let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LAYERS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in &layers {
+            let id = short(&l.digest);
+            if self.snapshots.exists(&l.chain_id) {
+                progress.event(PullEvent::AlreadyExists { id });
+                continue;
+            }
+            downloaded = true;
+            progress.event(PullEvent::Waiting { id: id.clone() });
+            let (store, reg, r, l, progress, sem) =
+                (self.clone(), registry.clone(), reference.clone(), l.clone(), progress.clone(), sem.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await.map_err(|e| Error::Registry {
+                    registry: r.registry().to_string(),
+                    reason: format!("download queue closed: {e}"),
+                })?;
+                store.fetch_layer(&reg, &r, &l, &*progress).await?;
+                progress.event(PullEvent::Extracting { id: short(&l.digest) });
+                let s2 = store.clone();
+                let l2 = l.clone();
+                tokio::task::spawn_blocking(move || s2.unpack_layer(&l2))
+                    .await
+                    .map_err(|e| Error::BadLayer { layer: l.digest.to_string(), reason: format!("unpack task: {e}") })??;
+                progress.event(PullEvent::PullComplete { id: short(&l.digest) });
+                Ok::<(), Error>(())
+            });
+        }
+        let mut first_err = None;
+        while let Some(r) = tasks.join_next().await {
+            let r = r.map_err(|e| Error::BadLayer { layer: "?".into(), reason: format!("layer task: {e}") }).and_then(|r| r);
+            if let Err(e) = r {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    tasks.abort_all();
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+
+        let repo = format!("{}/{}", reference.registry(), reference.repository());
+        let shown = index.clone().unwrap_or_else(|| manifest_digest.clone());
+        let mut record = self.db.get(&config_digest)?.unwrap_or_else(|| ImageRecord {
+            id: config_digest.clone(),
+            manifest: manifest_digest.clone(),
+            manifest_media_type: manifest_mt.clone(),
+            index: index.clone(),
+            repo_digests: Vec::new(),
+            config_size: config.len() as u64,
+            layers: layers.clone(),
+            size: layers.iter().map(|l| l.size).sum(),
+            added: now_rfc3339(),
+        });
+        let rd = format!("{repo}@{shown}");
+        if !record.repo_digests.contains(&rd) {
+            record.repo_digests.push(rd);
+        }
+        let tagged = reference.tag().filter(|_| reference.digest().is_none()).map(|t| format!("{repo}:{t}"));
+        self.db.put(&record, tagged.as_slice())?;
+        Ok(PullOutcome { image: record, digest: shown, downloaded, tagged })
+    }
+
+    /// Downloads a layer blob into the content store (resuming a partial
+    /// download), unless it is there already.
+    async fn fetch_layer(&self, registry: &Registry, r: &ImageRef, l: &LayerRecord, progress: &dyn Progress) -> Result<()> {
+        let id = short(&l.digest);
+        if self.content.contains(&l.digest) {
+            progress.event(PullEvent::DownloadComplete { id });
+            return Ok(());
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut ingest = self.content.ingest(&l.digest, Some(l.size))?;
+            let mut stream = registry.fetch_blob(r, &l.digest, ingest.offset()).await?;
+            let mut current = ingest.offset();
+            let mut failed = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(b) => {
+                        use std::io::Write;
+                        ingest.write_all(&b).ctx(|| format!("writing layer {}", l.digest))?;
+                        current += b.len() as u64;
+                        progress.event(PullEvent::Downloading { id: id.clone(), current, total: l.size });
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                // A broken connection: resume from what we have.
+                Some(e) if attempts < 4 => {
+                    let _ = e;
+                    continue;
+                }
+                Some(e) => return Err(e),
+                None => {
+                    ingest.commit()?;
+                    progress.event(PullEvent::DownloadComplete { id });
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Unpacks a stored layer blob into its snapshot, checking the
+    /// uncompressed stream against the layer's diff ID.
+    fn unpack_layer(&self, l: &LayerRecord) -> Result<()> {
+        let mut unpacked = 0u64;
+        let compression = manifest::layer_compression(&l.media_type)?;
+        let blob = self.content.open_blob(&l.digest)?;
+        let privileged = rustix::process::geteuid().is_root();
+        self.snapshots.create(&l.chain_id, |dir| {
+            let reader = unpack::decompress(compression, std::io::BufReader::with_capacity(1 << 20, blob))?;
+            let mut hashing = HashingReader::new(reader, l.diff_id.algorithm());
+            let stats =
+                unpack::unpack_layer(&mut hashing, dir, &UnpackOptions { layer: l.digest.to_string(), privileged })?;
+            unpacked = stats.bytes;
+            // The tar may end before the stream does (padding): hash it all.
+            std::io::copy(&mut hashing, &mut std::io::sink()).ctx(|| format!("reading layer {}", l.digest))?;
+            let (actual, _) = hashing.finish();
+            if actual != l.diff_id {
+                return Err(Error::DigestMismatch { expected: l.diff_id.to_string(), actual: actual.to_string() });
+            }
+            Ok(())
+        })?;
+        // Unpacked bytes, for the SIZE column of `images` (as Docker).
+        let sizes = self.root.join("layer-sizes");
+        std::fs::create_dir_all(&sizes).ctx(|| format!("creating {}", sizes.display()))?;
+        std::fs::write(sizes.join(l.chain_id.hex()), unpacked.to_string()).ctx(|| "recording layer size".into())
+    }
+
+    /// Unpacked size of an image: the sum of its layers' unpacked sizes.
+    pub fn unpacked_size(&self, image: &ImageRecord) -> u64 {
+        image
+            .layers
+            .iter()
+            .filter_map(|l| std::fs::read_to_string(self.root.join("layer-sizes").join(l.chain_id.hex())).ok())
+            .filter_map(|s| s.trim().parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Finds an image by full or short reference, or by (short) id.
+    pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
+        let images = self.db.list()?;
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<&ImageRecord> = images.iter().map(|(r, _)| r).filter(|r| r.id.hex().starts_with(hex)).collect();
+            match hits.as_slice() {
+                [one] => return Ok((*one).clone()),
+                [] => {}
+                _ => return Err(Error::ImageNotFound(format!("{name} (ambiguous short id)"))),
+            }
+        }
+        let r = ImageRef::parse(name)?;
+        let full = r.to_string();
+        if let Some(id) = self.db.tag_target(&full)? {
+            if let Some(rec) = self.db.get(&id)? {
+                return Ok(rec);
+            }
+        }
+        if let Some(d) = r.digest() {
+            let repo = format!("{}/{}", r.registry(), r.repository());
+            let want = format!("{repo}@{d}");
+            if let Some((rec, _)) = images.iter().find(|(rec, _)| rec.repo_digests.contains(&want)) {
+                return Ok(rec.clone());
+            }
+        }
+        Err(Error::ImageNotFound(name.to_string()))
+    }
+
+    /// Removes unreferenced blobs and snapshots (mark and sweep): kept are
+    /// every image's manifest, index, config and layer blobs and its layer
+    /// snapshots.
+    pub fn gc(&self) -> Result<GcReport> {
+        let images = self.db.list()?;
+        let mut keep_blobs = std::collections::HashSet::new();
+        let mut keep_snaps = std::collections::HashSet::new();
+        for (r, _) in &images {
+            keep_blobs.insert(r.id.clone());
+            keep_blobs.insert(r.manifest.clone());
+            if let Some(i) = &r.index {
+                keep_blobs.insert(i.clone());
+            }
+            for l in &r.layers {
+                keep_blobs.insert(l.digest.clone());
+                keep_snaps.insert(l.chain_id.clone());
+            }
+        }
+        let mut report = GcReport::default();
+        for d in self.content.list()? {
+            if !keep_blobs.contains(&d) {
+                report.bytes += self.content.size(&d).unwrap_or(0);
+                self.content.delete(&d)?;
+                report.blobs += 1;
+            }
+        }
+        let sizes = self.root.join("layer-sizes");
+        for c in self.snapshots.list()? {
+            if !keep_snaps.contains(&c) {
+                let size_file = sizes.join(c.hex());
+                report.bytes += std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+                self.snapshots.remove(&c)?;
+                let _ = std::fs::remove_file(size_file);
+                report.snapshots += 1;
+            }
+        }
+        self.content.clear_ingests()?;
+        Ok(report)
+    }
+}
+
+/// What [`ImageStore::gc`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Snapshots removed.
+    pub snapshots: usize,
+    /// Bytes freed (blob sizes plus unpacked snapshot sizes).
+    pub bytes: u64,
+}
+
+/// The 12-hex short form Docker shows for layers and image ids.
+pub fn short(d: &Digest) -> String {
+    d.hex().chars().take(12).collect()
+}
+
+/// Pairs the manifest's layers with the config's diff IDs and chain IDs.
+fn plan_layers(m: &ImageManifest, config: &[u8]) -> Result<Vec<LayerRecord>> {
+    let v: serde_json::Value = serde_json::from_slice(config)
+        .map_err(|e| Error::InvalidManifest { what: "image config", reason: format!("not JSON: {e}") })?;
+    let diff_ids: Vec<Digest> = v
+        .pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .ok_or_else(|| Error::InvalidManifest { what: "image config", reason: "no rootfs.diff_ids".into() })?
+        .iter()
+        .map(|d| d.as_str().unwrap_or_default().parse())
+        .collect::<Result<_>>()?;
+    if diff_ids.len() != m.layers().len() {
+        return Err(Error::InvalidManifest {
+            what: "image config",
+            reason: format!("{} diff_ids for {} layers", diff_ids.len(), m.layers().len()),
+        });
+    }
+    let mut out = Vec::new();
+    let mut chain: Option<Digest> = None;
+    for (desc, diff_id) in m.layers().iter().zip(diff_ids) {
+        let c = Snapshots::chain_id(chain.as_ref(), &diff_id);
+        out.push(layer_record(desc, diff_id, c.clone())?);
+        chain = Some(c);
+    }
+    Ok(out)
+}
+
+fn layer_record(desc: &Descriptor, diff_id: Digest, chain_id: Digest) -> Result<LayerRecord> {
+    let media_type = desc.media_type().to_string();
+    manifest::layer_compression(&media_type)?;
+    Ok(LayerRecord {
+        digest: desc.digest().to_string().parse()?,
+        media_type,
+        size: desc.size(),
+        diff_id,
+        chain_id,
+    })
+}
+
+/// Fetches a small blob whole and verifies it.
+async fn fetch_all(registry: &Registry, r: &ImageRef, d: &Digest) -> Result<Vec<u8>> {
+    let mut stream = registry.fetch_blob(r, d, 0).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        data.extend_from_slice(&chunk?);
+        if data.len() > 64 << 20 {
+            return Err(Error::InvalidManifest { what: "image config", reason: format!("{d} is larger than 64 MiB") });
+        }
+    }
+    d.verify(&data)?;
+    Ok(data)
+}
