@@ -229,7 +229,8 @@ impl Snapshots {
     fn temp_name(&self) -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         format!("{TMP_PREFIX}{}-{n}-{nanos}", std::process::id())
     }
 
@@ -300,7 +301,11 @@ enum NewApi {
     Failed(std::io::Error),
 }
 
-fn mount_new_api(lowers_top_first: &[PathBuf], rw: Option<(&Path, &Path)>, target: &Path) -> std::result::Result<(), NewApi> {
+fn mount_new_api(
+    lowers_top_first: &[PathBuf],
+    rw: Option<(&Path, &Path)>,
+    target: &Path,
+) -> std::result::Result<(), NewApi> {
     use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
     let fail = |e: Errno| NewApi::Failed(e.into());
     let fs = match rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
@@ -323,8 +328,7 @@ fn mount_new_api(lowers_top_first: &[PathBuf], rw: Option<(&Path, &Path)>, targe
     rustix::mount::fsconfig_create(&fs).map_err(fail)?;
     let attrs = if rw.is_none() { MountAttrFlags::MOUNT_ATTR_RDONLY } else { MountAttrFlags::empty() };
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(fail)?;
-    rustix::mount::move_mount(&mnt, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .map_err(fail)
+    rustix::mount::move_mount(&mnt, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(fail)
 }
 
 fn mount_legacy(lowers_top_first: &[PathBuf], rw: Option<(&Path, &Path)>, target: &Path) -> std::io::Result<()> {
@@ -550,7 +554,7 @@ mod tests {
         drop(guard);
 
         // Read-only: a single lower.
-        s.mount_overlay(&[c1.clone()], None, None, &target).unwrap();
+        s.mount_overlay(std::slice::from_ref(&c1), None, None, &target).unwrap();
         let guard = Unmount(target.clone());
         assert_eq!(std::fs::read(target.join("etc/a")).unwrap(), b"a1");
         let e = std::fs::write(target.join("x"), b"").unwrap_err();

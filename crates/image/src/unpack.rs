@@ -164,7 +164,9 @@ impl Unpacker<'_> {
             tar::EntryType::Fifo => Kind::Fifo,
             // Global PAX headers carry nothing berth uses (Docker ignores them too).
             tar::EntryType::XGlobalHeader => return Ok(()),
-            other => return Err(self.refuse(&raw_path, format!("unsupported entry type {:?}", other.as_byte() as char))),
+            other => {
+                return Err(self.refuse(&raw_path, format!("unsupported entry type {:?}", other.as_byte() as char)))
+            }
         };
         let comps = self.clean(&raw_path, &raw_path, "path")?;
         let meta = self.meta(entry, &raw_path)?;
@@ -233,10 +235,9 @@ impl Unpacker<'_> {
                 }
                 let sparse = entry.header().entry_type() == tar::EntryType::GNUSparse;
                 if !sparse && written != expected {
-                    return Err(self.bad(format!(
-                        "entry {:?}: truncated: {written} of {expected} bytes",
-                        lossy(&raw_path)
-                    )));
+                    return Err(
+                        self.bad(format!("entry {:?}: truncated: {written} of {expected} bytes", lossy(&raw_path)))
+                    );
                 }
                 self.stats.bytes += written;
                 self.chown_fd(&raw_path, &file, &meta)?;
@@ -269,7 +270,9 @@ impl Unpacker<'_> {
                 let tparent = match self.lookup_dir(tparent) {
                     Ok(fd) => fd,
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::ENOTDIR) => {
-                        return Err(self.refuse(&raw_path, format!("hardlink target {:?} does not exist", lossy(&target))))
+                        return Err(
+                            self.refuse(&raw_path, format!("hardlink target {:?} does not exist", lossy(&target)))
+                        )
                     }
                     Err(e) => return Err(self.io(&raw_path, "resolving hardlink target", e)),
                 };
@@ -279,7 +282,9 @@ impl Unpacker<'_> {
                     }
                     Ok(_) => {}
                     Err(Errno::NOENT) => {
-                        return Err(self.refuse(&raw_path, format!("hardlink target {:?} does not exist", lossy(&target))))
+                        return Err(
+                            self.refuse(&raw_path, format!("hardlink target {:?} does not exist", lossy(&target)))
+                        )
                     }
                     Err(e) => return Err(self.io(&raw_path, "inspecting hardlink target", e)),
                 }
@@ -412,8 +417,13 @@ impl Unpacker<'_> {
 
     /// A readable descriptor of the directory `dir/name` (not followed).
     fn reopen_dir(&self, raw: &[u8], dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd> {
-        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| self.io(raw, "opening directory", e))
+        rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(raw, "opening directory", e))
     }
 
     /// Resolves the existing directory `comps` inside the root.
@@ -544,10 +554,7 @@ impl Unpacker<'_> {
             return Err(self.refuse(entry, format!("{what} is {} bytes long (limit {})", raw.len(), PATH_MAX - 1)));
         }
         if let Some(c) = raw.split(|&b| b == b'/').find(|c| c.len() > NAME_MAX) {
-            return Err(self.refuse(
-                entry,
-                format!("{what} has a component of {} bytes (limit {NAME_MAX})", c.len()),
-            ));
+            return Err(self.refuse(entry, format!("{what} has a component of {} bytes (limit {NAME_MAX})", c.len())));
         }
         Ok(())
     }
@@ -898,7 +905,11 @@ mod tests {
         let d = dest.path();
         let tar = Tar::new()
             .add(tar::EntryType::Directory, "d/", 0o750, b"", None, 1000, (0, 0))
-            .pax(&[("mtime", b"2000.5"), ("SCHILY.xattr.user.k", b"v\0x"), ("SCHILY.xattr.trusted.overlay.redirect", b"/x")])
+            .pax(&[
+                ("mtime", b"2000.5"),
+                ("SCHILY.xattr.user.k", b"v\0x"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/x"),
+            ])
             .add(tar::EntryType::Regular, "d/f", 0o4755, b"hello", None, 5, (1234, 5678))
             .add(tar::EntryType::Symlink, "d/l", 0o777, b"", Some("f"), 3000, (0, 0))
             .hardlink("d/h", "d/f")
@@ -1033,7 +1044,8 @@ mod tests {
     #[test]
     fn root_entry_updates_dest() {
         let dest = tempfile::tempdir().unwrap();
-        let tar = Tar::new().add(tar::EntryType::Directory, "./", 0o711, b"", None, 42, (0, 0)).file("f", 0o644, b"").bytes();
+        let tar =
+            Tar::new().add(tar::EntryType::Directory, "./", 0o711, b"", None, 42, (0, 0)).file("f", 0o644, b"").bytes();
         unpack(&tar, dest.path(), false).unwrap();
         assert_eq!(std::fs::metadata(dest.path()).unwrap().mode() & 0o7777, 0o711);
         assert_eq!(mtime(dest.path()), (42, 0));
@@ -1099,8 +1111,12 @@ mod tests {
             decompress(c, &data[..]).unwrap().read_to_end(&mut out).unwrap();
             assert_eq!(out, tar);
             let dest = tempfile::tempdir().unwrap();
-            unpack_layer(decompress(c, &data[..]).unwrap(), dest.path(), &UnpackOptions { layer: "l".into(), privileged: false })
-                .unwrap();
+            unpack_layer(
+                decompress(c, &data[..]).unwrap(),
+                dest.path(),
+                &UnpackOptions { layer: "l".into(), privileged: false },
+            )
+            .unwrap();
             assert_eq!(std::fs::read(dest.path().join("f")).unwrap(), b"content");
         }
     }
