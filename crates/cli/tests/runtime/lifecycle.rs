@@ -240,23 +240,7 @@ fn exec_fifo_blocks_until_start_and_dead_init_is_reported() {
 #[test]
 fn signal_sent_right_after_start_reaches_the_programs_handler() {
     require_root!();
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-    ]
-    .map(String::from);
+    let caps: Vec<String> = berth_runtime::seccomp::DOCKER_DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     let seccomp = berth_runtime::seccomp::from_docker_profile(
         berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE,
         &caps,

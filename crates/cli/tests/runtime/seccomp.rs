@@ -44,23 +44,7 @@ fn kill_process_action_kills_with_sigsys() {
 fn docker_default_profile_loads_and_blocks_privileged_calls() {
     require_root!();
     let profile = berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE;
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-    ]
-    .map(String::from);
+    let caps: Vec<String> = berth_runtime::seccomp::DOCKER_DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     let oci =
         berth_runtime::seccomp::from_docker_profile(profile, &caps, std::env::consts::ARCH).expect("convert profile");
     let mut b = Bundle::new(

@@ -54,6 +54,25 @@ pub use docker::from_docker_profile;
 /// [`from_docker_profile`] with the container's capabilities.
 pub const DOCKER_DEFAULT_PROFILE: &str = include_str!("docker-default.json");
 
+/// Docker's default capability set (what a container gets without
+/// `--cap-add`/`--cap-drop`), for [`from_docker_profile`] and callers.
+pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
 /// Errors from compiling, loading or converting a seccomp profile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
