@@ -503,23 +503,7 @@ fn no_nnp_no_cap() {
 /// Docker's default profile, converted for Docker's default capabilities.
 fn docker(dir: &Path) {
     let json = berth_runtime::seccomp::DOCKER_DEFAULT_PROFILE;
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-    ]
-    .map(String::from);
+    let caps: Vec<String> = seccomp::DOCKER_DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     let spec = seccomp::from_docker_profile(json, &caps, std::env::consts::ARCH).expect("convert");
     let f = seccomp::compile(&spec).expect("compile");
     nix::sys::prctl::set_no_new_privs().expect("nnp");
