@@ -320,6 +320,57 @@ impl ImageStore {
         std::fs::write(sizes.join(l.chain_id.hex()), unpacked.to_string()).ctx(|| "recording layer size".into())
     }
 
+    /// Records an image whose manifest, config and layer blobs are already
+    /// in the content store (what `load` and `import` produce): checks the
+    /// manifest against the config, unpacks each layer not yet a snapshot
+    /// (verifying its diff ID) and records the image under `tags` (full
+    /// references). `repo_digests` are added to those already known.
+    /// Nothing is recorded unless every layer is in place.
+    pub fn commit_local(
+        &self,
+        manifest_bytes: &[u8],
+        media_type: &str,
+        repo_digests: &[String],
+        tags: &[String],
+    ) -> Result<ImageRecord> {
+        let Parsed::Manifest(m) = manifest::parse(manifest_bytes, Some(media_type))? else {
+            return Err(Error::InvalidManifest { what: "manifest", reason: "an index where a manifest was expected".into() });
+        };
+        let manifest_digest = Digest::sha256_of(manifest_bytes);
+        if !self.content.contains(&manifest_digest) {
+            self.content.write_blob(&manifest_digest, manifest_bytes)?;
+        }
+        let config_digest: Digest = m.config().digest().to_string().parse()?;
+        let config = self.content.read(&config_digest)?;
+        let layers = plan_layers(&m, &config)?;
+        for l in &layers {
+            if !self.snapshots.exists(&l.chain_id) {
+                if !self.content.contains(&l.digest) {
+                    return Err(Error::BlobNotFound(l.digest.to_string()));
+                }
+                self.unpack_layer(l)?;
+            }
+        }
+        let mut record = self.db.get(&config_digest)?.unwrap_or_else(|| ImageRecord {
+            id: config_digest.clone(),
+            manifest: manifest_digest.clone(),
+            manifest_media_type: media_type.to_string(),
+            index: None,
+            repo_digests: Vec::new(),
+            config_size: config.len() as u64,
+            layers: layers.clone(),
+            size: layers.iter().map(|l| l.size).sum(),
+            added: now_rfc3339(),
+        });
+        for rd in repo_digests {
+            if !record.repo_digests.contains(rd) {
+                record.repo_digests.push(rd.clone());
+            }
+        }
+        self.db.put(&record, tags)?;
+        Ok(record)
+    }
+
     /// Unpacked size of an image: the sum of its layers' unpacked sizes.
     pub fn unpacked_size(&self, image: &ImageRecord) -> u64 {
         image
