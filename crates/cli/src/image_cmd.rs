@@ -120,7 +120,8 @@ pub enum ImageCommand {
     Prune(PruneArgs),
 }
 
-fn open(args: &StoreArgs) -> Result<ImageStore, String> {
+/// Opens the image store under `--root`.
+pub(crate) fn open(args: &StoreArgs) -> Result<ImageStore, String> {
     ImageStore::open(&args.root).map_err(|e| e.to_string())
 }
 
@@ -135,7 +136,8 @@ fn open_list(args: &StoreArgs) -> Result<(ImageStore, Listing), i32> {
     Ok((store, list))
 }
 
-fn fail(msg: impl std::fmt::Display) -> i32 {
+/// Prints a Docker-style error and returns exit code 1.
+pub(crate) fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("Error response from daemon: {msg}");
     1
 }
@@ -154,13 +156,15 @@ pub fn image(args: &StoreArgs, cmd: ImageCommand) -> i32 {
 
 /// Docker-like pull output: per-layer status lines, redrawn in place on a
 /// terminal, printed as they happen otherwise.
-struct PullPrinter {
-    tty: bool,
-    state: Mutex<Vec<(String, String)>>,
+pub(crate) struct PullPrinter {
+    pub(crate) tty: bool,
+    pub(crate) state: Mutex<Vec<(String, String)>>,
 }
 
 impl PullPrinter {
-    fn set(&self, id: &str, status: String, redraw_only: bool) {
+    /// Sets the status line of `id`: redrawn in place on a terminal;
+    /// printed as a new line otherwise unless `redraw_only`.
+    pub(crate) fn set(&self, id: &str, status: String, redraw_only: bool) {
         let Ok(mut st) = self.state.lock() else { return };
         let lines_before = st.len();
         match st.iter_mut().find(|(i, _)| i == id) {
@@ -201,7 +205,8 @@ impl Progress for PullPrinter {
     }
 }
 
-fn bar(current: u64, total: u64) -> String {
+/// Docker's progress bar: `[=====>    ]  1.2MB/3.4MB`.
+pub(crate) fn bar(current: u64, total: u64) -> String {
     let width = 50u64;
     let filled = (current.min(total) * width).checked_div(total).unwrap_or(0) as usize;
     let mut b = "=".repeat(filled);
@@ -232,6 +237,22 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// The async runtime registry verbs run on (two workers: transfers are
+/// I/O bound, unpacking runs on blocking threads). Err is the exit code,
+/// after printing why.
+pub(crate) fn async_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("starting the async runtime: {e}")))
+}
+
+/// The registry client for the store's options.
+pub(crate) fn registry_client(args: &StoreArgs) -> Arc<Registry> {
+    Arc::new(Registry::new(RegistryOptions { insecure: args.insecure_registry.clone(), ..Default::default() }))
+}
+
 /// `berth pull`.
 pub fn pull(args: &StoreArgs, a: PullArgs) -> i32 {
     let store = match open(args) {
@@ -246,8 +267,7 @@ pub fn pull(args: &StoreArgs, a: PullArgs) -> i32 {
         Ok(p) => p.unwrap_or_else(Platform::host),
         Err(e) => return fail(e),
     };
-    let registry =
-        Arc::new(Registry::new(RegistryOptions { insecure: args.insecure_registry.clone(), ..Default::default() }));
+    let registry = registry_client(args);
     let printer: Arc<dyn Progress> = if a.quiet {
         Arc::new(berth_image::store::NoProgress)
     } else {
@@ -260,9 +280,9 @@ pub fn pull(args: &StoreArgs, a: PullArgs) -> i32 {
         let what = reference.digest().or(reference.tag()).unwrap_or("latest");
         println!("{what}: Pulling from {}", reference.repository());
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match async_runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("starting the async runtime: {e}")),
+        Err(code) => return code,
     };
     match rt.block_on(store.pull(registry, &reference, &platform, printer)) {
         Ok(out) => {
@@ -358,8 +378,11 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
         let id = if a.no_trunc { rec.id.to_string() } else { short(&rec.id) };
         let created = created_of(&store, rec);
         let size = human(store.unpacked_size(rec));
-        let names: Vec<(String, String)> =
-            if tags.is_empty() { vec![("<none>".into(), "<none>".into())] } else { tags.iter().map(|t| split_tag(t)).collect() };
+        let names: Vec<(String, String)> = if tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            tags.iter().map(|t| split_tag(t)).collect()
+        };
         for (repo, tag) in names {
             if let Some((f, with_tag)) = &filter {
                 let frepo = f.familiar();
@@ -506,7 +529,8 @@ fn inspect_one(store: &ImageStore, name: &str) -> Result<serde_json::Value, bert
     }))
 }
 
-fn familiar(full: &str) -> String {
+/// The short form users write of a full reference (`busybox:latest`).
+pub(crate) fn familiar(full: &str) -> String {
     match full.split_once('@') {
         Some((repo, d)) => match ImageRef::parse(&format!("{repo}:x")) {
             Ok(r) => format!("{}@{d}", r.familiar().trim_end_matches(":x")),

@@ -6,6 +6,7 @@
 //! - further verbs (daemon, docker-style client) arrive with later issues.
 
 mod image_cmd;
+mod registry_cmd;
 mod runtime_cmd;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,12 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
+    /// Upload an image to a registry.
+    Push(registry_cmd::PushArgs),
+    /// Log in to a registry.
+    Login(registry_cmd::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry_cmd::LogoutArgs),
 }
 
 /// True when argv[0] asks for the runtime personality.
@@ -57,6 +64,9 @@ fn main() {
             Command::Rmi(a) => image_cmd::rmi(&cli.store, a),
             Command::Tag(a) => image_cmd::tag(&cli.store, a),
             Command::Image(c) => image_cmd::image(&cli.store, c),
+            Command::Push(a) => registry_cmd::push(&cli.store, a),
+            Command::Login(a) => registry_cmd::login(&cli.store, a),
+            Command::Logout(a) => registry_cmd::logout(a),
         }
     };
     std::process::exit(code);

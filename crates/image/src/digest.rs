@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        let d: Digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".parse().expect("parse");
+        let d: Digest =
+            "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".parse().expect("parse");
         assert_eq!(d, Digest::sha256_of(b"foo"));
         assert_eq!(d.to_string(), "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae");
         d.verify(b"foo").expect("verify");

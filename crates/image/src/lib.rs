@@ -12,17 +12,21 @@
 //! - [`snapshot`]: unpacked layers keyed by chain ID, stacked with
 //!   overlayfs into container root filesystems.
 //! - [`registry`]: the OCI distribution client (pull, push, auth).
+//! - [`docker_config`]: `login`/`logout` writes to docker's config.json.
 //! - [`images`]: image metadata in an embedded database (redb).
 //! - [`store`]: the facade users drive: pull, resolve, tag, gc.
+//! - [`push`]: uploading a stored image to a registry.
 //!
 //! Library code is synchronous except [`registry`] (tokio); callers in an
 //! async context run store and unpack work on blocking threads.
 
 pub mod content;
 pub mod digest;
+pub mod docker_config;
 pub mod error;
 pub mod images;
 pub mod manifest;
+pub mod push;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

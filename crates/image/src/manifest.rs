@@ -49,7 +49,10 @@ pub fn layer_compression(media_type: &str) -> Result<Compression> {
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
         "application/vnd.oci.image.layer.v1.tar+zstd" => Ok(Compression::Zstd),
         "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
-        _ => Err(Error::InvalidManifest { what: "manifest", reason: format!("unsupported layer media type {media_type}") }),
+        _ => Err(Error::InvalidManifest {
+            what: "manifest",
+            reason: format!("unsupported layer media type {media_type}"),
+        }),
     }
 }
 

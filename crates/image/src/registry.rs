@@ -37,7 +37,7 @@ use futures_util::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, ParseError, Reference};
+use oci_client::{Client, ParseError, Reference, RegistryOperation};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -299,7 +299,7 @@ pub fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
 
 /// Normalizes a registry name as written in options or config files:
 /// lowercase, no scheme, no path, Docker Hub aliases folded to "docker.io".
-fn canonical_host(s: &str) -> String {
+pub(crate) fn canonical_host(s: &str) -> String {
     let s = s.trim();
     let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
     let s = s.split('/').next().unwrap_or_default().to_ascii_lowercase();
@@ -339,7 +339,9 @@ struct DockerConfig {
     error: Option<String>,
 }
 
-fn docker_config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+/// Where docker's config.json is: `explicit`, else `$DOCKER_CONFIG/config.json`,
+/// else `~/.docker/config.json`.
+pub(crate) fn docker_config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
     }
@@ -406,31 +408,15 @@ fn load_docker_config(explicit: Option<&Path>) -> DockerConfig {
     cfg
 }
 
-/// Standard base64 (with or without padding); None if malformed.
+/// Standard base64 (with or without padding), as Docker writes `auth`; None if malformed.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = s.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        acc = (acc << 6) | val(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    base64::Engine::decode(&LENIENT, s.trim()).ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -680,6 +666,46 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Checks `creds` against the registry at `host`, as `docker login`
+    /// does before saving them: a bearer-token registry must issue a token
+    /// for them; a basic-auth one must accept them on a request that needs
+    /// authentication. Err names why they were refused.
+    pub async fn login(&self, host: &str, creds: &Credentials) -> Result<()> {
+        let host = canonical_host(host);
+        let what = format!("login to {host}");
+        // Fresh client: cached ones hold the credentials they started with.
+        let client = self.new_client(&host, false)?;
+        let auth = creds.to_auth();
+        // Any repository will do: the answer is about the credentials.
+        let probe = Reference::with_tag(host.clone(), "berth/login-check".into(), "latest".into());
+        let refused = |detail: String| {
+            self.registry_err(&host, format!("{what}: unauthorized: incorrect username or password ({detail})"))
+        };
+        match retry(|| client.auth(&probe, &auth, RegistryOperation::Pull)).await {
+            // A token was issued for these credentials.
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(OciDistributionError::AuthenticationFailure(m)) => return Err(refused(clip(&m))),
+            Err(e) => return Err(self.map_err(&host, &what, e)),
+        }
+        match retry(|| client.list_tags(&probe, &auth, Some(1), None)).await {
+            Ok(_) => Ok(()),
+            Err(OciDistributionError::UnauthorizedError { url }) => Err(refused(format!("401 from {url}"))),
+            Err(OciDistributionError::AuthenticationFailure(m)) => Err(refused(clip(&m))),
+            // 404 and friends: the credentials were accepted, the probe
+            // repository just does not exist.
+            Err(OciDistributionError::RegistryError { envelope, url })
+                if envelope.errors.iter().any(|e| e.code == OciErrorCode::Unauthorized) =>
+            {
+                Err(refused(format!("401 from {url}")))
+            }
+            Err(OciDistributionError::RegistryError { .. }) => Ok(()),
+            Err(OciDistributionError::ServerError { code: 401, url, .. }) => Err(refused(format!("401 from {url}"))),
+            Err(OciDistributionError::ServerError { code, .. }) if code < 500 => Ok(()),
+            Err(e) => Err(self.map_err(&host, &what, e)),
+        }
+    }
+
     // -- internals ----------------------------------------------------------
 
     /// The places to pull `r` from: its mirrors in order, then the registry.
@@ -714,27 +740,31 @@ impl Registry {
         let client = match existing {
             Some(c) => c,
             None => {
-                let protocol = if self.uses_plain_http(host) {
-                    ClientProtocol::HttpsExcept(vec![host.to_string()])
-                } else {
-                    ClientProtocol::Https
-                };
-                let config = ClientConfig {
-                    protocol,
-                    use_monolithic_push: monolithic,
-                    platform_resolver: None,
-                    connect_timeout: Some(Duration::from_secs(30)),
-                    read_timeout: Some(Duration::from_secs(300)),
-                    user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
-                    ..ClientConfig::default()
-                };
-                let c = Client::try_from(config)
-                    .map_err(|e| self.registry_err(host, format!("cannot set up an HTTP client: {e}")))?;
+                let c = self.new_client(host, monolithic)?;
                 self.clients.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(c).clone()
             }
         };
         client.store_auth_if_needed(host, &self.credentials_for(host).to_auth()).await;
         Ok(client)
+    }
+
+    /// A new HTTP client for `host` (no credentials stored yet).
+    fn new_client(&self, host: &str, monolithic: bool) -> Result<Client> {
+        let protocol = if self.uses_plain_http(host) {
+            ClientProtocol::HttpsExcept(vec![host.to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            use_monolithic_push: monolithic,
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(300)),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        Client::try_from(config).map_err(|e| self.registry_err(host, format!("cannot set up an HTTP client: {e}")))
     }
 
     fn registry_err(&self, registry: &str, reason: String) -> Error {

@@ -167,7 +167,10 @@ impl ImageStore {
         };
         progress.event(PullEvent::Resolved { reference: reference.tag().unwrap_or("latest").to_string() });
         let Parsed::Manifest(m) = manifest::parse(&manifest_bytes, Some(&manifest_mt))? else {
-            return Err(Error::InvalidManifest { what: "manifest", reason: "an index where a manifest was expected".into() });
+            return Err(Error::InvalidManifest {
+                what: "manifest",
+                reason: "an index where a manifest was expected".into(),
+            });
         };
         if !self.content.contains(&manifest_digest) {
             self.content.write_blob(&manifest_digest, &manifest_bytes)?;
@@ -205,16 +208,19 @@ impl ImageStore {
                 progress.event(PullEvent::Extracting { id: short(&l.digest) });
                 let s2 = store.clone();
                 let l2 = l.clone();
-                tokio::task::spawn_blocking(move || s2.unpack_layer(&l2))
-                    .await
-                    .map_err(|e| Error::BadLayer { layer: l.digest.to_string(), reason: format!("unpack task: {e}") })??;
+                tokio::task::spawn_blocking(move || s2.unpack_layer(&l2)).await.map_err(|e| Error::BadLayer {
+                    layer: l.digest.to_string(),
+                    reason: format!("unpack task: {e}"),
+                })??;
                 progress.event(PullEvent::PullComplete { id: short(&l.digest) });
                 Ok::<(), Error>(())
             });
         }
         let mut first_err = None;
         while let Some(r) = tasks.join_next().await {
-            let r = r.map_err(|e| Error::BadLayer { layer: "?".into(), reason: format!("layer task: {e}") }).and_then(|r| r);
+            let r = r
+                .map_err(|e| Error::BadLayer { layer: "?".into(), reason: format!("layer task: {e}") })
+                .and_then(|r| r);
             if let Err(e) = r {
                 if first_err.is_none() {
                     first_err = Some(e);
@@ -250,7 +256,13 @@ impl ImageStore {
 
     /// Downloads a layer blob into the content store (resuming a partial
     /// download), unless it is there already.
-    async fn fetch_layer(&self, registry: &Registry, r: &ImageRef, l: &LayerRecord, progress: &dyn Progress) -> Result<()> {
+    async fn fetch_layer(
+        &self,
+        registry: &Registry,
+        r: &ImageRef,
+        l: &LayerRecord,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let id = short(&l.digest);
         if self.content.contains(&l.digest) {
             progress.event(PullEvent::DownloadComplete { id });
@@ -334,7 +346,10 @@ impl ImageStore {
         tags: &[String],
     ) -> Result<ImageRecord> {
         let Parsed::Manifest(m) = manifest::parse(manifest_bytes, Some(media_type))? else {
-            return Err(Error::InvalidManifest { what: "manifest", reason: "an index where a manifest was expected".into() });
+            return Err(Error::InvalidManifest {
+                what: "manifest",
+                reason: "an index where a manifest was expected".into(),
+            });
         };
         let manifest_digest = Digest::sha256_of(manifest_bytes);
         if !self.content.contains(&manifest_digest) {
@@ -386,7 +401,8 @@ impl ImageStore {
         let images = self.db.list()?;
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<&ImageRecord> = images.iter().map(|(r, _)| r).filter(|r| r.id.hex().starts_with(hex)).collect();
+            let hits: Vec<&ImageRecord> =
+                images.iter().map(|(r, _)| r).filter(|r| r.id.hex().starts_with(hex)).collect();
             match hits.as_slice() {
                 [one] => return Ok((*one).clone()),
                 [] => {}
@@ -440,7 +456,8 @@ impl ImageStore {
         for c in self.snapshots.list()? {
             if !keep_snaps.contains(&c) {
                 let size_file = sizes.join(c.hex());
-                report.bytes += std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+                report.bytes +=
+                    std::fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
                 self.snapshots.remove(&c)?;
                 let _ = std::fs::remove_file(size_file);
                 report.snapshots += 1;
@@ -497,13 +514,7 @@ fn plan_layers(m: &ImageManifest, config: &[u8]) -> Result<Vec<LayerRecord>> {
 fn layer_record(desc: &Descriptor, diff_id: Digest, chain_id: Digest) -> Result<LayerRecord> {
     let media_type = desc.media_type().to_string();
     manifest::layer_compression(&media_type)?;
-    Ok(LayerRecord {
-        digest: desc.digest().to_string().parse()?,
-        media_type,
-        size: desc.size(),
-        diff_id,
-        chain_id,
-    })
+    Ok(LayerRecord { digest: desc.digest().to_string().parse()?, media_type, size: desc.size(), diff_id, chain_id })
 }
 
 /// Fetches a small blob whole and verifies it.

@@ -82,7 +82,8 @@ fn multiarch_index_picks_the_platform() {
     let cfg: serde_json::Value =
         serde_json::from_slice(&store.content().read(&out.image.id).expect("config")).expect("json");
     assert_eq!(cfg["architecture"], Platform::host().arch);
-    let arm = pull(&store, &reg.image("test/multi:latest"), &Platform::parse("linux/arm64").expect("p")).expect("arm64");
+    let arm =
+        pull(&store, &reg.image("test/multi:latest"), &Platform::parse("linux/arm64").expect("p")).expect("arm64");
     assert_ne!(arm.image.id, out.image.id);
     let err = pull(&store, &reg.image("test/multi:latest"), &Platform::parse("linux/s390x").expect("p"))
         .expect_err("no s390x");
