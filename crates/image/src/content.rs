@@ -115,6 +115,54 @@ impl ContentStore {
         Ok(ing)
     }
 
+    /// Stores a blob whose digest is known only once it is all read
+    /// (imports, legacy archives): streams `r` into an ingest file while
+    /// hashing it (sha256), fsyncs, and renames it into place under the
+    /// computed digest. Returns the digest and size.
+    pub fn write_stream(&self, mut r: impl Read) -> Result<(Digest, u64)> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.root.join("ingest").join(format!("stream-{}-{n}", std::process::id()));
+        let res = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+                .ctx(|| format!("creating {}", path.display()))?;
+            let mut hasher = Hasher::new(crate::digest::Algorithm::Sha256);
+            let mut size = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let got = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(got) => got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::Io { context: "reading blob data".into(), source: e }),
+                };
+                file.write_all(&buf[..got]).ctx(|| format!("writing {}", path.display()))?;
+                hasher.update(&buf[..got]);
+                size += got as u64;
+            }
+            file.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+            let digest = hasher.finish();
+            if self.contains(&digest) {
+                let _ = fs::remove_file(&path);
+                return Ok((digest, size));
+            }
+            let dest = self.path(&digest);
+            fs::rename(&path, &dest).ctx(|| format!("storing blob {digest}"))?;
+            if let Some(dir) = dest.parent() {
+                File::open(dir).and_then(|d| d.sync_all()).ctx(|| format!("syncing {}", dir.display()))?;
+            }
+            Ok((digest, size))
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        res
+    }
+
     /// Removes a blob (no-op when absent).
     pub fn delete(&self, d: &Digest) -> Result<()> {
         match fs::remove_file(self.path(d)) {
@@ -248,6 +296,19 @@ mod tests {
         w.write_all(b"not it").expect("write");
         assert!(w.commit().is_err());
         assert!(!cs.contains(&wrong));
+        assert_eq!(fs::read_dir(tmp.path().join("ingest")).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn write_stream_stores_under_the_computed_digest() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let cs = ContentStore::open(tmp.path()).expect("open");
+        let data = vec![3u8; 2_500_000];
+        let (d, n) = cs.write_stream(&data[..]).expect("stream");
+        assert_eq!((d.clone(), n), (Digest::sha256_of(&data), data.len() as u64));
+        assert_eq!(cs.read(&d).expect("read").len(), data.len());
+        // Again: same blob, no leftovers.
+        assert_eq!(cs.write_stream(&data[..]).expect("again").0, d);
         assert_eq!(fs::read_dir(tmp.path().join("ingest")).expect("ls").count(), 0);
     }
 
