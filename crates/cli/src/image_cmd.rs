@@ -118,6 +118,12 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Remove unused images and their data.
     Prune(PruneArgs),
+    /// Upload an image to a registry.
+    Push(crate::registry_cmd::PushArgs),
+    /// Show the history of an image.
+    History(crate::history_cmd::HistoryArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(crate::import_cmd::ImportArgs),
 }
 
 /// Opens the image store under `--root`.
@@ -151,6 +157,9 @@ pub fn image(args: &StoreArgs, cmd: ImageCommand) -> i32 {
         ImageCommand::Rm(a) => rmi(args, a),
         ImageCommand::Tag(a) => tag(args, a),
         ImageCommand::Prune(a) => prune(args, a),
+        ImageCommand::Push(a) => crate::registry_cmd::push(args, a),
+        ImageCommand::History(a) => crate::history_cmd::history(args, a),
+        ImageCommand::Import(a) => crate::import_cmd::import(args, a),
     }
 }
 
@@ -305,7 +314,7 @@ pub fn pull(args: &StoreArgs, a: PullArgs) -> i32 {
 }
 
 /// Splits a full stored reference into Docker's REPOSITORY and TAG columns.
-fn split_tag(full: &str) -> (String, String) {
+pub(crate) fn split_tag(full: &str) -> (String, String) {
     let r = ImageRef::parse(full).ok();
     match r {
         Some(r) => {
@@ -319,36 +328,41 @@ fn split_tag(full: &str) -> (String, String) {
     }
 }
 
-fn created_of(store: &ImageStore, rec: &ImageRecord) -> Option<String> {
+/// The image config's `created` time.
+pub(crate) fn created_of(store: &ImageStore, rec: &ImageRecord) -> Option<String> {
     let cfg = store.content().read(&rec.id).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&cfg).ok()?;
     v.get("created").and_then(|c| c.as_str()).map(str::to_string)
 }
 
-/// "3 days ago", as Docker prints CREATED.
-fn ago(rfc3339: Option<&str>) -> String {
+/// "3 days ago", as Docker prints CREATED (go-units' HumanDuration).
+pub(crate) fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(parse_rfc3339) else { return "N/A".into() };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let s = now.saturating_sub(t);
-    let (n, unit) = match s {
-        0..=59 => return "Less than a second ago".replace("Less than a second", &format!("{s} seconds")),
-        60..=3599 => (s / 60, "minute"),
-        3600..=86_399 => (s / 3600, "hour"),
-        86_400..=1_209_599 => (s / 86_400, "day"),
-        1_209_600..=5_183_999 => (s / 604_800, "week"),
-        5_184_000..=63_071_999 => (s / 2_592_000, "month"),
-        _ => (s / 31_536_000, "year"),
-    };
-    if n == 1 {
-        format!("{} {unit} ago", if unit == "hour" { "An" } else { "1" })
-    } else {
-        format!("{n} {unit}s ago")
+    format!("{} ago", human_duration(now.saturating_sub(t)))
+}
+
+/// go-units' HumanDuration, which Docker uses for ages.
+fn human_duration(s: u64) -> String {
+    let (m, h) = (s / 60, (s as f64 / 3600.0).round() as u64);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
     }
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC-ish timestamp (fractions and
 /// offsets ignored beyond the date and time).
-fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let (date, time) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -658,6 +672,21 @@ mod tests {
         assert_eq!(human(1_234), "1.23kB");
         assert_eq!(human(4_261_000), "4.26MB");
         assert_eq!(human(123_456_789), "123MB");
+    }
+
+    #[test]
+    fn ages_like_docker() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration(20 * 86_400), "2 weeks");
+        assert_eq!(human_duration(100 * 86_400), "3 months");
+        assert_eq!(human_duration(800 * 86_400), "2 years");
     }
 
     #[test]

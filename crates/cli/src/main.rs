@@ -5,9 +5,12 @@
 //! - `berth pull`, `images`, `image …`, `tag`, `rmi`: the image store.
 //! - further verbs (daemon, docker-style client) arrive with later issues.
 
+mod history_cmd;
 mod image_cmd;
+mod import_cmd;
 mod registry_cmd;
 mod runtime_cmd;
+mod system_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// OCI runtime (runc-compatible): run bundles directly.
-    Runtime(runtime_cmd::RuntimeCli),
+    Runtime(Box<runtime_cmd::RuntimeCli>),
     /// Download an image from a registry.
     Pull(image_cmd::PullArgs),
     /// List images.
@@ -42,6 +45,13 @@ enum Command {
     Login(registry_cmd::LoginArgs),
     /// Log out from a registry.
     Logout(registry_cmd::LogoutArgs),
+    /// Show the history of an image.
+    History(history_cmd::HistoryArgs),
+    /// Import the contents from a tarball to create a filesystem image.
+    Import(import_cmd::ImportArgs),
+    /// Manage berth.
+    #[command(subcommand)]
+    System(system_cmd::SystemCommand),
 }
 
 /// True when argv[0] asks for the runtime personality.
@@ -58,7 +68,7 @@ fn main() {
     } else {
         let cli = Cli::parse();
         match cli.command {
-            Command::Runtime(r) => runtime_cmd::main(r),
+            Command::Runtime(r) => runtime_cmd::main(*r),
             Command::Pull(a) => image_cmd::pull(&cli.store, a),
             Command::Images(a) => image_cmd::images(&cli.store, a),
             Command::Rmi(a) => image_cmd::rmi(&cli.store, a),
@@ -67,6 +77,9 @@ fn main() {
             Command::Push(a) => registry_cmd::push(&cli.store, a),
             Command::Login(a) => registry_cmd::login(&cli.store, a),
             Command::Logout(a) => registry_cmd::logout(a),
+            Command::History(a) => history_cmd::history(&cli.store, a),
+            Command::Import(a) => import_cmd::import(&cli.store, a),
+            Command::System(c) => system_cmd::system(&cli.store, c),
         }
     };
     std::process::exit(code);

@@ -35,6 +35,14 @@ pub enum Error {
     /// A blob is not in the content store.
     #[error("blob {0} not found in the content store")]
     BlobNotFound(String),
+    /// A `--change` instruction was refused.
+    #[error("invalid change {change:?}: {reason}")]
+    InvalidChange {
+        /// The instruction as given.
+        change: String,
+        /// Why.
+        reason: String,
+    },
     /// A manifest, index or config could not be understood.
     #[error("invalid {what}: {reason}")]
     InvalidManifest {

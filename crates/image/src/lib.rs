@@ -16,6 +16,8 @@
 //! - [`images`]: image metadata in an embedded database (redb).
 //! - [`store`]: the facade users drive: pull, resolve, tag, gc.
 //! - [`push`]: uploading a stored image to a registry.
+//! - [`import`]: a rootfs tarball becomes an image (`import --change`).
+//! - [`history`]: an image's history with layer sizes.
 //!
 //! Library code is synchronous except [`registry`] (tokio); callers in an
 //! async context run store and unpack work on blocking threads.
@@ -24,7 +26,9 @@ pub mod content;
 pub mod digest;
 pub mod docker_config;
 pub mod error;
+pub mod history;
 pub mod images;
+pub mod import;
 pub mod manifest;
 pub mod push;
 pub mod registry;

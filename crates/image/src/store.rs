@@ -388,12 +388,15 @@ impl ImageStore {
 
     /// Unpacked size of an image: the sum of its layers' unpacked sizes.
     pub fn unpacked_size(&self, image: &ImageRecord) -> u64 {
-        image
-            .layers
-            .iter()
-            .filter_map(|l| std::fs::read_to_string(self.root.join("layer-sizes").join(l.chain_id.hex())).ok())
-            .filter_map(|s| s.trim().parse::<u64>().ok())
-            .sum()
+        image.layers.iter().map(|l| self.layer_size(&l.chain_id)).sum()
+    }
+
+    /// Unpacked size of one layer snapshot (0 if unknown).
+    pub fn layer_size(&self, chain_id: &Digest) -> u64 {
+        std::fs::read_to_string(self.root.join("layer-sizes").join(chain_id.hex()))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
     }
 
     /// Finds an image by full or short reference, or by (short) id.
