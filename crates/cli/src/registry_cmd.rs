@@ -9,7 +9,7 @@ use berth_image::push::{NoPushProgress, PushEvent, PushProgress};
 use berth_image::registry::{Credentials, ImageRef, Registry, RegistryOptions};
 use clap::Args;
 
-use crate::image_cmd::{async_runtime, bar, fail, familiar, open, registry_client, PullPrinter, StoreArgs};
+use crate::image_cmd::{async_runtime, bar, fail, open, registry_client, PullPrinter, StoreArgs};
 
 /// `berth push`.
 #[derive(Debug, Args)]
@@ -93,7 +93,7 @@ pub fn push(args: &StoreArgs, a: PushArgs) -> i32 {
             .collect();
         tags.sort_by_key(|r| r.to_string());
         if tags.is_empty() {
-            return fail(format!("An image does not exist locally with the tag: {}", familiar(&repo)));
+            return fail(format!("An image does not exist locally with the tag: {}", reference.familiar_name()));
         }
         tags
     } else {
@@ -108,7 +108,7 @@ pub fn push(args: &StoreArgs, a: PushArgs) -> i32 {
         Err(code) => return code,
     };
     if !a.quiet {
-        println!("The push refers to repository [{}]", familiar(&repo));
+        println!("The push refers to repository [{repo}]");
     }
     for target in targets {
         let image = match store.resolve(&target.to_string()) {

@@ -236,6 +236,12 @@ impl Ingest {
         Ok(self)
     }
 
+    /// Abandons the write and removes what was written (the data is known
+    /// to be bad, so a later write must not resume from it).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+
     /// Verifies digest and size, fsyncs, and makes the blob visible. On a
     /// mismatch the partial data is removed and nothing becomes visible.
     pub fn commit(self) -> Result<()> {

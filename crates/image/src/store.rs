@@ -290,11 +290,14 @@ impl ImageStore {
                 }
             }
             match failed {
-                // A broken connection: resume from what we have.
-                Some(e) if attempts < 4 => {
-                    let _ = e;
-                    continue;
+                // Wrong bytes: what we have is worthless, and asking again
+                // for the same bytes will not help.
+                Some(e @ Error::DigestMismatch { .. }) => {
+                    ingest.discard();
+                    return Err(e);
                 }
+                // A broken connection: resume from what we have.
+                Some(_) if attempts < 4 => continue,
                 Some(e) => return Err(e),
                 None => {
                     ingest.commit()?;

@@ -228,3 +228,23 @@ pub fn write_docker_config(dir: &Path, host: &str, user: &str, pass: &str) -> Pa
     write!(f, r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#).expect("write config.json");
     path
 }
+
+pub mod fake_registry;
+
+/// (manifest digest, config digest, layer digests) of test image `name`'s
+/// tagged manifest.
+pub fn image_parts(name: &str) -> (String, String, Vec<String>) {
+    let layout = test_images().join(name);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json")).expect("parse index");
+    let manifest = index["manifests"][0]["digest"].as_str().expect("manifest digest").to_string();
+    let m: serde_json::Value = serde_json::from_slice(&test_blob(name, &manifest)).expect("parse manifest");
+    let config = m["config"]["digest"].as_str().expect("config digest").to_string();
+    let layers = m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("layer digest").to_string())
+        .collect();
+    (manifest, config, layers)
+}
