@@ -51,9 +51,9 @@ impl PushProgress for PullPrinter {
     fn event(&self, e: PushEvent) {
         match e {
             PushEvent::Preparing { id } => self.set(&id, "Preparing".into(), false),
-            PushEvent::Pushing { id, total } => {
+            PushEvent::Pushing { id, current, total } => {
                 if self.tty {
-                    self.set(&id, format!("Pushing {}", bar(0, total)), true);
+                    self.set(&id, format!("Pushing {}", bar(current, total)), true);
                 }
             }
             PushEvent::Pushed { id } => self.set(&id, "Pushed".into(), false),

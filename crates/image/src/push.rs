@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::images::ImageRecord;
 use crate::registry::{ImageRef, Registry};
 use crate::store::{short, ImageStore};
@@ -27,10 +27,12 @@ pub enum PushEvent {
         /// Short blob id.
         id: String,
     },
-    /// The upload started.
+    /// Bytes sent so far.
     Pushing {
         /// Short blob id.
         id: String,
+        /// Bytes sent.
+        current: u64,
         /// Blob size.
         total: u64,
     },
@@ -139,10 +141,10 @@ impl ImageStore {
                         return Ok(());
                     }
                 }
-                report(PushEvent::Pushing { id: id.clone(), total: size });
                 let path = store.content().path(&d);
-                let data = tokio::fs::read(&path).await.ctx(|| format!("reading blob {d}"))?;
-                reg.push_blob(&target, &d, data.into()).await?;
+                let sent = |current: u64| report(PushEvent::Pushing { id: id.clone(), current, total: size });
+                sent(0);
+                reg.push_blob_file(&target, &d, &path, size, &sent).await?;
                 report(PushEvent::Pushed { id });
                 Ok(())
             });

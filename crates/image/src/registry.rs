@@ -625,6 +625,82 @@ impl Registry {
             .map_err(|e| self.map_err(r.registry(), &what, e))
     }
 
+    /// Uploads the blob stored at `path` (`size` bytes, already verified
+    /// as `d`). Small blobs go in one PUT; larger ones are streamed from
+    /// the file in 4 MiB PATCH chunks, so memory stays flat whatever the
+    /// layer size, and the registry checks the digest at the end.
+    /// `progress` is told the bytes sent so far. A transient failure
+    /// restarts the upload from the file.
+    pub async fn push_blob_file(
+        &self,
+        r: &ImageRef,
+        d: &Digest,
+        path: &Path,
+        size: u64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let io_err = |e: std::io::Error| Error::Io { context: format!("reading blob {d} for upload"), source: e };
+        if size <= MONOLITHIC_MAX as u64 {
+            let data = tokio::fs::read(path).await.map_err(io_err)?;
+            self.push_blob(r, d, data.into()).await?;
+            progress(size);
+            return Ok(());
+        }
+        let what = format!("uploading blob {d} to {}", r.repository());
+        let reference = r.as_reference();
+        let client = self.client_for(reference.resolve_registry(), false).await?;
+        let digest = d.to_string();
+        let mut attempt = 0;
+        loop {
+            let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+            let (tx, rx) = tokio::sync::watch::channel(0u64);
+            let chunks = futures_util::stream::unfold((file, 0u64, tx), |(mut file, sent, tx)| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; MONOLITHIC_MAX];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read(&mut buf[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => return Some((Err(OciDistributionError::IoError(e)), (file, sent, tx))),
+                    }
+                }
+                if filled == 0 {
+                    return None;
+                }
+                buf.truncate(filled);
+                let sent = sent + filled as u64;
+                let _ = tx.send(sent);
+                Some((Ok(Bytes::from(buf)), (file, sent, tx)))
+            });
+            let upload = client.push_blob_stream(reference, chunks, &digest, Some(size));
+            tokio::pin!(upload);
+            let mut rx = rx;
+            // Until the stream ends (and drops the sender), report progress.
+            let mut reporting = true;
+            let res = loop {
+                tokio::select! {
+                    res = &mut upload => break res,
+                    changed = rx.changed(), if reporting => match changed {
+                        Ok(()) => progress(*rx.borrow()),
+                        Err(_) => reporting = false,
+                    },
+                }
+            };
+            match res {
+                Ok(_) => {
+                    progress(size);
+                    return Ok(());
+                }
+                Err(e) if attempt < RETRIES && is_transient(&e) => {
+                    tokio::time::sleep(BACKOFF * 2u32.pow(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.map_err(r.registry(), &what, e)),
+            }
+        }
+    }
+
     /// Uploads a manifest/index with its media type under the ref's tag (or
     /// its digest when it has no tag); returns its digest. A ref pinned by
     /// digest must match the bytes.

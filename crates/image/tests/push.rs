@@ -149,3 +149,58 @@ fn login_checks_credentials() {
     let err = rt.block_on(registry.login(&reg.host, &bad)).expect_err("bad credentials refused");
     assert!(err.to_string().contains("incorrect username or password"), "{err}");
 }
+
+#[test]
+fn large_layer_is_streamed_in_chunks_and_comes_back_intact() {
+    let Some(reg) = TestRegistry::start() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = ImageStore::open(tmp.path()).expect("open");
+    // ~12 MB of incompressible data: more than one 4 MiB upload chunk.
+    let mut noise = vec![0u8; 12 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(noise.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "noise.bin", &noise[..]).expect("tar");
+    let tarball = tar.into_inner().expect("tar done");
+    let opts = berth_image::import::ImportOptions {
+        changes: vec![],
+        message: None,
+        source: "test".into(),
+        platform: Platform::host(),
+    };
+    let image = store.import_rootfs(&tarball[..], &opts, &[]).expect("import");
+    assert!(image.layers[0].size > 8 << 20, "layer of {} bytes is not large", image.layers[0].size);
+
+    let rt = rt();
+    let registry = Arc::new(Registry::new(RegistryOptions::default()));
+    let target = ImageRef::parse(&reg.image("big/noise:1")).expect("ref");
+    let ev = Arc::new(Events::default());
+    rt.block_on(store.push(registry.clone(), &image, &target, ev.clone())).expect("push");
+    let progress: Vec<u64> =
+        ev.0.lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|e| match e {
+                PushEvent::Pushing { current, .. } => Some(*current),
+                _ => None,
+            })
+            .collect();
+    assert!(progress.len() >= 3, "expected progress per chunk, got {progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "progress went backwards: {progress:?}");
+
+    let tmp2 = tempfile::tempdir().expect("tmp2");
+    let store2 = ImageStore::open(tmp2.path()).expect("open2");
+    let back = rt.block_on(store2.pull(registry, &target, &Platform::host(), Arc::new(NoProgress))).expect("pull back");
+    assert_eq!(back.image.id, image.id);
+    let file = store2.snapshots().path(&back.image.layers[0].chain_id).join("noise.bin");
+    assert!(std::fs::read(&file).expect("read back") == noise, "content differs after the round trip");
+}
