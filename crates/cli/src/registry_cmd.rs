@@ -58,6 +58,7 @@ impl PushProgress for PullPrinter {
             }
             PushEvent::Pushed { id } => self.set(&id, "Pushed".into(), false),
             PushEvent::LayerExists { id } => self.set(&id, "Layer already exists".into(), false),
+            PushEvent::SkippedForeign { id } => self.set(&id, "Skipped foreign layer".into(), false),
             PushEvent::Mounted { id, from } => self.set(&id, format!("Mounted from {from}"), false),
         }
     }

@@ -222,6 +222,11 @@ impl Ingest {
         self.offset
     }
 
+    /// The partial file (to re-read what an earlier attempt wrote).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The digest being written.
     pub fn digest(&self) -> &Digest {
         &self.expected

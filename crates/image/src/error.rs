@@ -35,6 +35,10 @@ pub enum Error {
     /// A blob is not in the content store.
     #[error("blob {0} not found in the content store")]
     BlobNotFound(String),
+    /// The unpacker refused a layer while it was downloading (its own
+    /// error says why); internal to a pull.
+    #[error("layer refused by the unpacker")]
+    LayerRefused,
     /// A `--change` instruction was refused.
     #[error("invalid change {change:?}: {reason}")]
     InvalidChange {

@@ -46,6 +46,11 @@ pub enum PushEvent {
         /// Short blob id.
         id: String,
     },
+    /// A non-distributable layer, not uploaded.
+    SkippedForeign {
+        /// Short blob id.
+        id: String,
+    },
     /// Mounted from another repository of the same registry.
     Mounted {
         /// Short blob id.
@@ -92,7 +97,14 @@ impl ImageStore {
     ) -> Result<PushOutcome> {
         let manifest = self.content().read(&image.manifest)?;
         // Blobs: layers base first (as Docker lists them), config last.
-        let mut blobs: Vec<(Digest, u64)> = image.layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
+        // Non-distributable ("foreign") layers are never uploaded: their
+        // licence keeps them off registries, and pullers fetch them from the
+        // URLs in the manifest.
+        let (foreign, layers): (Vec<_>, Vec<_>) = image.layers.iter().partition(|l| is_foreign(&l.media_type));
+        for l in foreign {
+            progress.event(PushEvent::SkippedForeign { id: short(&l.digest) });
+        }
+        let mut blobs: Vec<(Digest, u64)> = layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
         blobs.push((image.id.clone(), image.config_size));
         for (d, _) in &blobs {
             if !self.content().contains(d) {
@@ -178,5 +190,21 @@ impl ImageStore {
             }
         }
         Ok(PushOutcome { digest, size, tag: target.tag().filter(|_| target.digest().is_none()).map(str::to_string) })
+    }
+}
+
+/// Whether a layer media type is non-distributable (Docker's "foreign"
+/// layers, OCI's deprecated `nondistributable` ones).
+fn is_foreign(media_type: &str) -> bool {
+    media_type.contains(".foreign.") || media_type.contains(".nondistributable.")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn foreign_layers_are_recognised() {
+        assert!(super::is_foreign("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"));
+        assert!(super::is_foreign("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"));
+        assert!(!super::is_foreign("application/vnd.oci.image.layer.v1.tar+gzip"));
     }
 }

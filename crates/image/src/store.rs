@@ -204,14 +204,17 @@ impl ImageStore {
                     registry: r.registry().to_string(),
                     reason: format!("download queue closed: {e}"),
                 })?;
-                store.fetch_layer(&reg, &r, &l, &*progress).await?;
-                progress.event(PullEvent::Extracting { id: short(&l.digest) });
-                let s2 = store.clone();
-                let l2 = l.clone();
-                tokio::task::spawn_blocking(move || s2.unpack_layer(&l2)).await.map_err(|e| Error::BadLayer {
-                    layer: l.digest.to_string(),
-                    reason: format!("unpack task: {e}"),
-                })??;
+                if store.content.contains(&l.digest) {
+                    // Downloaded earlier (its snapshot was lost or refused): unpack the blob.
+                    progress.event(PullEvent::DownloadComplete { id: short(&l.digest) });
+                    progress.event(PullEvent::Extracting { id: short(&l.digest) });
+                    let (s2, l2) = (store.clone(), l.clone());
+                    tokio::task::spawn_blocking(move || s2.unpack_layer(&l2, None)).await.map_err(|e| {
+                        Error::BadLayer { layer: l.digest.to_string(), reason: format!("unpack task: {e}") }
+                    })??;
+                } else {
+                    store.fetch_and_unpack(&reg, &r, &l, &*progress).await?;
+                }
                 progress.event(PullEvent::PullComplete { id: short(&l.digest) });
                 Ok::<(), Error>(())
             });
@@ -254,9 +257,14 @@ impl ImageStore {
         Ok(PullOutcome { image: record, digest: shown, downloaded, tagged })
     }
 
-    /// Downloads a layer blob into the content store (resuming a partial
-    /// download), unless it is there already.
-    async fn fetch_layer(
+    /// Downloads a layer blob into the content store and unpacks it at the
+    /// same time: the bytes go both to the ingest file (resuming a partial
+    /// download) and, through a bounded channel, to an unpacker thread that
+    /// decompresses, hashes (diff ID) and extracts them. The snapshot
+    /// becomes visible only once the blob has verified against its digest
+    /// and the tar against its diff ID; the blob only once its digest
+    /// matches. A refused layer stops the download.
+    async fn fetch_and_unpack(
         &self,
         registry: &Registry,
         r: &ImageRef,
@@ -264,23 +272,66 @@ impl ImageStore {
         progress: &dyn Progress,
     ) -> Result<()> {
         let id = short(&l.digest);
-        if self.content.contains(&l.digest) {
-            progress.event(PullEvent::DownloadComplete { id });
-            return Ok(());
+        let (data_tx, data_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+        let (verified_tx, verified_rx) = tokio::sync::oneshot::channel::<()>();
+        let (store, layer) = (self.clone(), l.clone());
+        let unpacker = tokio::task::spawn_blocking(move || {
+            store.unpack_layer(&layer, Some((ChannelReader::new(data_rx), verified_rx)))
+        });
+        let download = self.download_layer(registry, r, l, progress, data_tx, verified_tx).await;
+        let unpacked = unpacker
+            .await
+            .map_err(|e| Error::BadLayer { layer: l.digest.to_string(), reason: format!("unpack task: {e}") })
+            .and_then(|r| r);
+        match (download, unpacked) {
+            (Ok(()), Ok(())) => Ok(()),
+            // The unpacker's refusal is the cause when it stopped the download.
+            (Err(Error::LayerRefused), Err(e)) | (Ok(()), Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+        }
+        .inspect(|_| progress.event(PullEvent::Extracting { id }))
+    }
+
+    /// The download half of [`Self::fetch_and_unpack`]: feeds `data` and
+    /// signals `verified` once the blob is committed.
+    async fn download_layer(
+        &self,
+        registry: &Registry,
+        r: &ImageRef,
+        l: &LayerRecord,
+        progress: &dyn Progress,
+        data: tokio::sync::mpsc::Sender<bytes::Bytes>,
+        verified: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<()> {
+        let id = short(&l.digest);
+        let mut ingest = self.content.ingest(&l.digest, Some(l.size))?;
+        // What an earlier, interrupted pull left: the unpacker needs it too.
+        if ingest.offset() > 0 {
+            let mut partial = std::fs::File::open(ingest.path()).ctx(|| format!("reading partial {}", l.digest))?;
+            let mut left = ingest.offset();
+            while left > 0 {
+                let mut buf = vec![0u8; (1 << 20).min(left) as usize];
+                std::io::Read::read_exact(&mut partial, &mut buf).ctx(|| format!("reading partial {}", l.digest))?;
+                left -= buf.len() as u64;
+                data.send(buf.into()).await.map_err(|_| Error::LayerRefused)?;
+            }
         }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut ingest = self.content.ingest(&l.digest, Some(l.size))?;
             let mut stream = registry.fetch_blob(r, &l.digest, ingest.offset()).await?;
-            let mut current = ingest.offset();
             let mut failed = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(b) => {
                         use std::io::Write;
                         ingest.write_all(&b).ctx(|| format!("writing layer {}", l.digest))?;
-                        current += b.len() as u64;
+                        let current = ingest.offset();
+                        if data.send(b).await.is_err() {
+                            // A refused layer is not worth resuming.
+                            ingest.discard();
+                            return Err(Error::LayerRefused);
+                        }
                         progress.event(PullEvent::Downloading { id: id.clone(), current, total: l.size });
                     }
                     Err(e) => {
@@ -300,8 +351,10 @@ impl ImageStore {
                 Some(_) if attempts < 4 => continue,
                 Some(e) => return Err(e),
                 None => {
+                    drop(data);
                     ingest.commit()?;
                     progress.event(PullEvent::DownloadComplete { id });
+                    let _ = verified.send(());
                     return Ok(());
                 }
             }
@@ -310,13 +363,23 @@ impl ImageStore {
 
     /// Unpacks a stored layer blob into its snapshot, checking the
     /// uncompressed stream against the layer's diff ID.
-    fn unpack_layer(&self, l: &LayerRecord) -> Result<()> {
+    /// With `stream`, reads the layer from the download instead of the
+    /// stored blob, and keeps the snapshot only once the download signals
+    /// that the blob verified.
+    fn unpack_layer(
+        &self,
+        l: &LayerRecord,
+        stream: Option<(ChannelReader, tokio::sync::oneshot::Receiver<()>)>,
+    ) -> Result<()> {
         let mut unpacked = 0u64;
         let compression = manifest::layer_compression(&l.media_type)?;
-        let blob = self.content.open_blob(&l.digest)?;
+        let (source, verified): (Box<dyn std::io::Read>, _) = match stream {
+            Some((reader, verified)) => (Box::new(reader), Some(verified)),
+            None => (Box::new(self.content.open_blob(&l.digest)?), None),
+        };
         let privileged = rustix::process::geteuid().is_root();
         self.snapshots.create(&l.chain_id, |dir| {
-            let reader = unpack::decompress(compression, std::io::BufReader::with_capacity(1 << 20, blob))?;
+            let reader = unpack::decompress(compression, std::io::BufReader::with_capacity(1 << 20, source))?;
             let mut hashing = HashingReader::new(reader, l.diff_id.algorithm());
             let stats =
                 unpack::unpack_layer(&mut hashing, dir, &UnpackOptions { layer: l.digest.to_string(), privileged })?;
@@ -326,6 +389,12 @@ impl ImageStore {
             let (actual, _) = hashing.finish();
             if actual != l.diff_id {
                 return Err(Error::DigestMismatch { expected: l.diff_id.to_string(), actual: actual.to_string() });
+            }
+            if let Some(v) = verified {
+                v.blocking_recv().map_err(|_| Error::BadLayer {
+                    layer: l.digest.to_string(),
+                    reason: "download did not complete".into(),
+                })?;
             }
             Ok(())
         })?;
@@ -366,7 +435,7 @@ impl ImageStore {
                 if !self.content.contains(&l.digest) {
                     return Err(Error::BlobNotFound(l.digest.to_string()));
                 }
-                self.unpack_layer(l)?;
+                self.unpack_layer(l, None)?;
             }
         }
         let mut record = self.db.get(&config_digest)?.unwrap_or_else(|| ImageRecord {
@@ -535,4 +604,34 @@ async fn fetch_all(registry: &Registry, r: &ImageRef, d: &Digest) -> Result<Vec<
     }
     d.verify(&data)?;
     Ok(data)
+}
+
+/// A blocking reader over the chunks a download task sends: the unpacker
+/// thread reads the layer as it arrives. Dropping it tells the sender the
+/// layer was refused.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ChannelReader {
+        ChannelReader { rx, current: bytes::Bytes::new() }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                // Sender gone: end of the blob (or a failed download, which
+                // the verified signal reports).
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
