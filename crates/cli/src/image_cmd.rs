@@ -487,7 +487,7 @@ pub fn inspect(args: &StoreArgs, a: InspectArgs) -> i32 {
     let mut out = Vec::new();
     let mut code = 0;
     for name in &a.images {
-        match inspect_one(&store, name) {
+        match berth_image::docker_view::inspect(&store, name) {
             Ok(v) => out.push(v),
             Err(e) => {
                 eprintln!("Error: No such image: {name} ({e})");
@@ -497,61 +497,6 @@ pub fn inspect(args: &StoreArgs, a: InspectArgs) -> i32 {
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into()));
     code
-}
-
-fn inspect_one(store: &ImageStore, name: &str) -> Result<serde_json::Value, berth_image::Error> {
-    let rec = store.resolve(name)?;
-    let cfg: serde_json::Value = serde_json::from_slice(&store.content().read(&rec.id)?)
-        .map_err(|e| berth_image::Error::InvalidManifest { what: "image config", reason: e.to_string() })?;
-    let tags: Vec<String> = store
-        .db()
-        .list()?
-        .into_iter()
-        .find(|(r, _)| r.id == rec.id)
-        .map(|(_, t)| t.iter().map(|t| familiar(t)).collect())
-        .unwrap_or_default();
-    let digests: Vec<String> = rec.repo_digests.iter().map(|t| familiar(t)).collect();
-    Ok(serde_json::json!({
-        "Id": rec.id.to_string(),
-        "RepoTags": tags,
-        "RepoDigests": digests,
-        "Parent": "",
-        "Comment": cfg.pointer("/history/0/comment").cloned().unwrap_or(serde_json::json!("")),
-        "Created": cfg.get("created").cloned().unwrap_or(serde_json::json!("")),
-        "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(serde_json::json!("")),
-        "Author": cfg.get("author").cloned().unwrap_or(serde_json::json!("")),
-        "Config": cfg.get("config").cloned().unwrap_or(serde_json::json!({})),
-        "Architecture": cfg.get("architecture").cloned().unwrap_or(serde_json::json!("")),
-        "Variant": cfg.get("variant").cloned(),
-        "Os": cfg.get("os").cloned().unwrap_or(serde_json::json!("")),
-        "Size": store.unpacked_size(&rec),
-        "GraphDriver": {
-            "Name": "overlayfs",
-            "Data": {
-                "LowerDir": rec.layers.iter().rev().map(|l| store.snapshots().path(&l.chain_id).display().to_string()).collect::<Vec<_>>().join(":"),
-            }
-        },
-        "RootFS": {
-            "Type": "layers",
-            "Layers": rec.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-        },
-        "Metadata": { "LastTagTime": rec.added },
-        "Descriptor": {
-            "mediaType": rec.manifest_media_type,
-            "digest": rec.manifest.to_string(),
-        },
-    }))
-}
-
-/// The short form users write of a full reference (`busybox:latest`).
-pub(crate) fn familiar(full: &str) -> String {
-    match full.split_once('@') {
-        Some((repo, d)) => match ImageRef::parse(&format!("{repo}:x")) {
-            Ok(r) => format!("{}@{d}", r.familiar().trim_end_matches(":x")),
-            Err(_) => full.to_string(),
-        },
-        None => ImageRef::parse(full).map(|r| r.familiar()).unwrap_or_else(|_| full.to_string()),
-    }
 }
 
 /// `berth tag`.
@@ -598,38 +543,18 @@ pub fn rmi(args: &StoreArgs, a: RmiArgs) -> i32 {
 }
 
 fn rmi_one(store: &ImageStore, name: &str, force: bool) -> Result<Vec<String>, String> {
-    let rec = store.resolve(name).map_err(|_| format!("No such image: {name}"))?;
-    let tags: Vec<String> = store
-        .db()
-        .list()
-        .map_err(|e| e.to_string())?
+    use berth_image::docker_view::Removed;
+    let removed = berth_image::docker_view::remove(store, name, force).map_err(|e| match e {
+        berth_image::Error::ImageNotFound(_) => format!("No such image: {name}"),
+        other => other.to_string(),
+    })?;
+    Ok(removed
         .into_iter()
-        .find(|(r, _)| r.id == rec.id)
-        .map(|(_, t)| t)
-        .unwrap_or_default();
-    let by_id = rec.id.hex().starts_with(name.trim_start_matches("sha256:"));
-    let mut out = Vec::new();
-    if !by_id {
-        let full = ImageRef::parse(name).map_err(|e| e.to_string())?.to_string();
-        if tags.contains(&full) && (tags.len() > 1 && !force) {
-            store.db().untag(&full).map_err(|e| e.to_string())?;
-            return Ok(vec![format!("Untagged: {}", familiar(&full))]);
-        }
-    } else if tags.len() > 1 && !force {
-        return Err(format!(
-            "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
-            short(&rec.id)
-        ));
-    }
-    for t in &tags {
-        out.push(format!("Untagged: {}", familiar(t)));
-    }
-    for d in &rec.repo_digests {
-        out.push(format!("Untagged: {}", familiar(d)));
-    }
-    store.db().delete(&rec.id).map_err(|e| e.to_string())?;
-    out.push(format!("Deleted: {}", rec.id));
-    Ok(out)
+        .map(|r| match r {
+            Removed::Untagged(n) => format!("Untagged: {n}"),
+            Removed::Deleted(d) => format!("Deleted: {d}"),
+        })
+        .collect())
 }
 
 /// `berth image prune`.

@@ -8,8 +8,10 @@
 mod history_cmd;
 mod image_cmd;
 mod import_cmd;
+mod monitor_cmd;
 mod registry_cmd;
 mod runtime_cmd;
+mod serve_cmd;
 mod system_cmd;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +54,11 @@ enum Command {
     /// Manage berth.
     #[command(subcommand)]
     System(system_cmd::SystemCommand),
+    /// Run the daemon: the Docker Engine API on a unix socket.
+    Serve(serve_cmd::ServeArgs),
+    /// Per-container monitor (spawned by the daemon).
+    #[command(hide = true)]
+    Monitor(monitor_cmd::MonitorArgs),
 }
 
 /// True when argv[0] asks for the runtime personality.
@@ -80,6 +87,8 @@ fn main() {
             Command::History(a) => history_cmd::history(&cli.store, a),
             Command::Import(a) => import_cmd::import(&cli.store, a),
             Command::System(c) => system_cmd::system(&cli.store, c),
+            Command::Monitor(a) => monitor_cmd::main(a),
+            Command::Serve(a) => serve_cmd::main(a),
         }
     };
     std::process::exit(code);

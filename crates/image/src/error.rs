@@ -39,6 +39,10 @@ pub enum Error {
     /// error says why); internal to a pull.
     #[error("layer refused by the unpacker")]
     LayerRefused,
+    /// The request conflicts with the store's state (e.g. deleting an
+    /// image with several names by id).
+    #[error("{0}")]
+    Conflict(String),
     /// A `--change` instruction was refused.
     #[error("invalid change {change:?}: {reason}")]
     InvalidChange {

@@ -18,6 +18,7 @@
 //! - [`push`]: uploading a stored image to a registry.
 //! - [`import`]: a rootfs tarball becomes an image (`import --change`).
 //! - [`history`]: an image's history with layer sizes.
+//! - [`docker_view`]: Docker-shaped inspect and rmi, shared by CLI and API.
 //!
 //! Library code is synchronous except [`registry`] (tokio); callers in an
 //! async context run store and unpack work on blocking threads.
@@ -25,6 +26,7 @@
 pub mod content;
 pub mod digest;
 pub mod docker_config;
+pub mod docker_view;
 pub mod error;
 pub mod history;
 pub mod images;

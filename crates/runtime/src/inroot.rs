@@ -60,6 +60,17 @@ impl RootDir {
         self.openat2(path, OFlags::PATH | OFlags::CLOEXEC).map(File::from)
     }
 
+    /// Opens the existing regular file at `path` (resolved inside the
+    /// root) for reading: resolved to an `O_PATH` descriptor first, then
+    /// reopened through `/proc/self/fd`, so the path is walked only once.
+    pub fn open_read(&self, path: &Path) -> io::Result<File> {
+        let f = self.resolve(path)?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
+    }
+
     /// Creates the directory `path` and its missing parents (mode 0755
     /// before umask), and returns an `O_PATH` descriptor of it.
     pub fn mkdir_all(&self, path: &Path) -> io::Result<File> {

@@ -192,7 +192,12 @@ pub fn launch(l: Launch<'_>) -> Result<Launched> {
     // `cgroup.procs` write from here would cost.
     l.cgroup.create()?;
     let into = l.cgroup.clone_into_dir().and_then(|d| {
-        rustix::fs::open(d, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()).ok()
+        rustix::fs::open(
+            d,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
     });
     let forked = match &into {
         Some(fd) => sys::fork_into_cgroup(fd.as_fd()).map(|f| (f, true)),

@@ -111,7 +111,8 @@ pub fn apply_apparmor(process: &Process) -> Result<()> {
 fn supported_caps() -> &'static CapsHashSet {
     static SUPPORTED: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
     SUPPORTED.get_or_init(|| {
-        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse::<u8>().ok());
+        let last =
+            std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse::<u8>().ok());
         match last {
             Some(last) => caps::all().into_iter().filter(|c| c.index() <= last).collect(),
             None => caps::runtime::thread_all_supported(),

@@ -11,10 +11,10 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
+use crate::inroot::RootDir;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
-use crate::inroot::RootDir;
 
 use crate::error::{Context, Error, Result};
 use crate::mount_options::{self, MountOptions};

@@ -1,0 +1,669 @@
+//! `/containers/…`: Docker's container endpoints over the engine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_engine::engine::Container;
+use berth_engine::logs::{self, ReadOptions};
+use berth_engine::monitor::Request as MonitorRequest;
+use berth_engine::record::{Status, ZERO_TIME};
+use bollard_stubs::models::{ContainerConfig, HostConfig};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{blocking, ApiError, ApiResult};
+use crate::AppState;
+
+/// Docker's truthy query values.
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "yes"))
+}
+
+/// `POST /containers/create?name=`.
+pub async fn create(
+    State(engine): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let config: ContainerConfig = serde_json::from_value(v.clone())
+        .map_err(|e| ApiError::bad_request(format!("invalid container config: {e}")))?;
+    let host: HostConfig = match v.get("HostConfig") {
+        Some(h) if !h.is_null() => {
+            serde_json::from_value(h.clone()).map_err(|e| ApiError::bad_request(format!("invalid HostConfig: {e}")))?
+        }
+        _ => HostConfig::default(),
+    };
+    if let Some(mode) = host.network_mode.as_deref() {
+        if !matches!(mode, "" | "default" | "bridge" | "none") {
+            return Err(ApiError::bad_request(format!(
+                "network mode {mode:?} is not supported yet (containers get a private network namespace)"
+            )));
+        }
+    }
+    let name = q.get("name").cloned();
+    let rec = blocking(move || Ok(engine.create(name.as_deref(), config, host)?)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Id": rec.id, "Warnings": []}))))
+}
+
+/// `POST /containers/{id}/start`.
+pub async fn start(State(engine): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let e2 = engine.clone();
+    let res = blocking(move || {
+        let c = e2.resolve(&id)?;
+        if c.state.status == Status::Running {
+            return Ok(None);
+        }
+        if let Err(e) = e2.start(&c.record.id) {
+            // `run --rm` whose start failed leaves nothing behind, as Docker.
+            if c.record.host_config.auto_remove.unwrap_or(false) {
+                let _ = e2.remove(&c.record.id, true);
+            }
+            return Err(e.into());
+        }
+        Ok(Some(c))
+    })
+    .await?;
+    match res {
+        None => Ok(StatusCode::NOT_MODIFIED.into_response()),
+        Some(c) => {
+            if c.record.host_config.auto_remove.unwrap_or(false) {
+                watch_auto_remove(engine, c.record.id.clone());
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}
+
+/// `--rm`: removes the container once it exits (in the background).
+fn watch_auto_remove(engine: AppState, id: String) {
+    tokio::task::spawn_blocking(move || {
+        let _ = engine.wait(&id);
+        // Let the monitor finish its teardown first.
+        for _ in 0..200 {
+            if engine.current_state(&id).monitor_pid == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = engine.remove(&id, true);
+    });
+}
+
+/// Query of stop/restart.
+#[derive(Debug, Deserialize)]
+pub struct StopQuery {
+    t: Option<i64>,
+    signal: Option<String>,
+}
+
+/// `POST /containers/{id}/stop`.
+pub async fn stop(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<Response> {
+    let stopped = blocking(move || Ok(engine.stop(&id, q.signal.as_deref(), q.t)?)).await?;
+    Ok(if stopped { StatusCode::NO_CONTENT } else { StatusCode::NOT_MODIFIED }.into_response())
+}
+
+/// `POST /containers/{id}/restart`.
+pub async fn restart(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<Response> {
+    let e2 = engine.clone();
+    let c = blocking(move || {
+        let c = e2.resolve(&id)?;
+        e2.stop(&c.record.id, q.signal.as_deref(), q.t)?;
+        e2.start(&c.record.id)?;
+        Ok(c)
+    })
+    .await?;
+    if c.record.host_config.auto_remove.unwrap_or(false) {
+        watch_auto_remove(engine, c.record.id);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/kill?signal=`.
+pub async fn kill(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let sig = q.get("signal").cloned().unwrap_or_else(|| "SIGKILL".into());
+    blocking(move || Ok(engine.kill(&id, &sig)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`.
+///
+/// The status line and headers go out at once (clients set their read
+/// timeouts by them); the body comes when the condition is met.
+pub async fn wait(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let condition = q.get("condition").cloned().unwrap_or_else(|| "not-running".into());
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad_request(format!("invalid condition: {condition:?}")));
+    }
+    let e2 = engine.clone();
+    let c = blocking(move || Ok(e2.resolve(&id)?)).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Value>();
+    tokio::task::spawn_blocking(move || {
+        let code = wait_condition(&engine, &c, &condition);
+        let _ = tx.send(json!({"StatusCode": code, "Error": null}));
+    });
+    let body = Body::from_stream(futures_util::stream::once(async move {
+        let v = rx.await.unwrap_or_else(|_| json!({"StatusCode": -1, "Error": {"Message": "wait failed"}}));
+        Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{v}\n")))
+    }));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn running(s: Status) -> bool {
+    matches!(s, Status::Running | Status::Restarting | Status::Paused)
+}
+
+/// Blocks until `condition` holds; returns the exit code.
+fn wait_condition(engine: &berth_engine::Engine, c: &Container, condition: &str) -> i64 {
+    let id = c.record.id.clone();
+    let first_start = c.state.started_at.clone();
+    let was_running = running(c.state.status);
+    loop {
+        let exists = engine.resolve(&id).is_ok();
+        if !exists {
+            // Removed (the last exit code went with it; the wait of the
+            // removal path already reported it).
+            return i64::from(c.state.exit_code.max(engine_last_code(engine, &id)));
+        }
+        let st = engine.current_state(&id);
+        let restarted = st.started_at != first_start && st.started_at != ZERO_TIME;
+        match condition {
+            "not-running" if !running(st.status) => return i64::from(st.exit_code),
+            "next-exit" | "removed" if running(st.status) => {
+                let code = engine.wait(&id).unwrap_or(st.exit_code);
+                if condition == "next-exit" {
+                    return i64::from(code);
+                }
+                remember_code(&id, code);
+            }
+            // Started and already exited between two looks.
+            "next-exit" if restarted && !running(st.status) && !was_running => return i64::from(st.exit_code),
+            "removed" if restarted && !running(st.status) => remember_code(&id, st.exit_code),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static LAST_CODES: std::sync::Mutex<Vec<(String, i32)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_code(id: &str, code: i32) {
+    let mut v = LAST_CODES.lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|(i, _)| i != id);
+    v.push((id.to_string(), code));
+    if v.len() > 256 {
+        v.remove(0);
+    }
+}
+
+fn engine_last_code(_engine: &berth_engine::Engine, id: &str) -> i32 {
+    LAST_CODES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(i, _)| i == id).map_or(0, |(_, c)| *c)
+}
+
+/// `DELETE /containers/{id}?force=&v=`.
+pub async fn remove(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let force = truthy(q.get("force"));
+    blocking(move || {
+        let c = engine.resolve(&id)?;
+        remember_code(&c.record.id, engine.current_state(&c.record.id).exit_code);
+        Ok(engine.remove(&c.record.id, force)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/prune`.
+pub async fn prune(State(engine): State<AppState>) -> ApiResult<impl IntoResponse> {
+    blocking(move || {
+        let mut deleted = Vec::new();
+        for c in engine.list()? {
+            if !running(c.state.status) {
+                engine.remove(&c.record.id, false)?;
+                deleted.push(c.record.id);
+            }
+        }
+        Ok(Json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0})))
+    })
+    .await
+}
+
+/// go-units' HumanDuration.
+pub fn human_duration(s: u64) -> String {
+    let (m, h) = (s / 60, (s as f64 / 3600.0).round() as u64);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn since(t: &str) -> u64 {
+    logs::parse_time(t).map_or(0, |t| (now() - t).max(0.0) as u64)
+}
+
+/// Docker's `Status` column: "Up 5 seconds", "Exited (0) 3 minutes ago".
+fn status_text(c: &Container) -> String {
+    let st = &c.state;
+    match st.status {
+        Status::Running => format!("Up {}", human_duration(since(&st.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
+        Status::Restarting => format!("Restarting ({}) {} ago", st.exit_code, human_duration(since(&st.finished_at))),
+        Status::Exited if st.started_at != ZERO_TIME => {
+            format!("Exited ({}) {} ago", st.exit_code, human_duration(since(&st.finished_at)))
+        }
+        Status::Exited | Status::Created => "Created".into(),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn command_line(c: &Container) -> String {
+    berth_engine::spec::argv(&c.record.config).join(" ")
+}
+
+/// One `ps` row, as Docker's ContainerSummary.
+fn summary(c: &Container) -> Value {
+    let r = &c.record;
+    json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image_name,
+        "ImageID": r.image_id,
+        "Command": command_line(c),
+        "Created": logs::parse_time(&r.created).unwrap_or(0.0) as i64,
+        "Ports": [],
+        "Labels": r.config.labels.clone().unwrap_or_default(),
+        "State": c.state.status.as_str(),
+        "Status": status_text(c),
+        "HostConfig": {"NetworkMode": r.host_config.network_mode.clone().unwrap_or_else(|| "none".into())},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+    })
+}
+
+fn matches_filters(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
+    filters.iter().all(|(k, vals)| {
+        vals.iter().any(|v| match k.as_str() {
+            "status" => c.state.status.as_str() == v,
+            "name" => c.record.name.contains(v.trim_start_matches('/')),
+            "id" => c.record.id.starts_with(v.as_str()),
+            "label" => {
+                let labels = c.record.config.labels.clone().unwrap_or_default();
+                match v.split_once('=') {
+                    Some((lk, lv)) => labels.get(lk).is_some_and(|x| x == lv),
+                    None => labels.contains_key(v),
+                }
+            }
+            "ancestor" => c.record.image_name == *v || c.record.image_id.contains(v.as_str()),
+            "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == *v,
+            _ => true,
+        })
+    })
+}
+
+/// Parses Docker's `filters` query: `{"status":["running"]}` (or the
+/// old `{"status":{"running":true}}` form).
+pub fn parse_filters(q: &HashMap<String, String>) -> ApiResult<HashMap<String, Vec<String>>> {
+    let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else { return Ok(HashMap::new()) };
+    let v: Value = serde_json::from_str(raw).map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
+    let mut out = HashMap::new();
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        let list: Vec<String> = match vals {
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => return Err(ApiError::bad_request(format!("invalid filter {k}"))),
+        };
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
+}
+
+/// `GET /containers/json?all=&filters=&limit=`.
+pub async fn list(
+    State(engine): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let all = truthy(q.get("all"));
+    let filters = parse_filters(&q)?;
+    let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l: &usize| *l > 0);
+    blocking(move || {
+        let mut rows: Vec<Value> = engine
+            .list()?
+            .iter()
+            .filter(|c| all || limit.is_some() || filters.contains_key("status") || running(c.state.status))
+            .filter(|c| matches_filters(c, &filters))
+            .map(summary)
+            .collect();
+        if let Some(n) = limit {
+            rows.truncate(n);
+        }
+        Ok(Json(Value::Array(rows)))
+    })
+    .await
+}
+
+/// `GET /containers/{id}/json`: Docker's ContainerInspectResponse.
+pub async fn inspect(State(engine): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    blocking(move || {
+        let c = engine.resolve(&id)?;
+        let r = &c.record;
+        let st = &c.state;
+        let paths = engine.container_paths(&r.id);
+        let argv = berth_engine::spec::argv(&r.config);
+        let lower: Vec<String> = r
+            .layers
+            .iter()
+            .rev()
+            .filter_map(|l| l.parse().ok())
+            .map(|d| engine.images().snapshots().path(&d).display().to_string())
+            .collect();
+        let mut config = serde_json::to_value(&r.config).unwrap_or_else(|_| json!({}));
+        config["Hostname"] = json!(berth_engine::spec::hostname(&r.id, &r.config));
+        config["Image"] = json!(r.image_name);
+        let mut host_config = serde_json::to_value(&r.host_config).unwrap_or_else(|_| json!({}));
+        if host_config.get("NetworkMode").is_none() {
+            host_config["NetworkMode"] = json!("none");
+        }
+        if host_config.get("LogConfig").is_none() {
+            host_config["LogConfig"] = json!({"Type": "json-file", "Config": {}});
+        }
+        if host_config.get("RestartPolicy").is_none() {
+            host_config["RestartPolicy"] = json!({"Name": "no", "MaximumRetryCount": 0});
+        }
+        Ok(Json(json!({
+            "Id": r.id,
+            "Created": r.created,
+            "Path": argv.first().cloned().unwrap_or_default(),
+            "Args": argv.iter().skip(1).cloned().collect::<Vec<_>>(),
+            "State": {
+                "Status": st.status.as_str(),
+                "Running": matches!(st.status, Status::Running | Status::Paused),
+                "Paused": st.status == Status::Paused,
+                "Restarting": st.status == Status::Restarting,
+                "OOMKilled": st.oom_killed,
+                "Dead": st.status == Status::Dead,
+                "Pid": st.pid,
+                "ExitCode": st.exit_code,
+                "Error": st.error,
+                "StartedAt": st.started_at,
+                "FinishedAt": st.finished_at,
+            },
+            "Image": r.image_id,
+            "ResolvConfPath": paths.etc_file("resolv.conf"),
+            "HostnamePath": paths.etc_file("hostname"),
+            "HostsPath": paths.etc_file("hosts"),
+            "LogPath": r.log_path,
+            "Name": format!("/{}", r.name),
+            "RestartCount": st.restart_count,
+            "Driver": "overlayfs",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": host_config,
+            "GraphDriver": {
+                "Name": "overlayfs",
+                "Data": {
+                    "LowerDir": lower.join(":"),
+                    "UpperDir": paths.upper(),
+                    "WorkDir": paths.work(),
+                    "MergedDir": paths.rootfs(),
+                },
+            },
+            "Mounts": [],
+            "Config": config,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+                "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Networks": {"none": {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}},
+            },
+        })))
+    })
+    .await
+}
+
+/// A frame of Docker's multiplexed stream: `[stream, 0, 0, 0, len BE u32] + data`.
+pub fn frame(stream: u8, data: &[u8]) -> bytes::Bytes {
+    let mut f = Vec::with_capacity(data.len() + 8);
+    f.extend_from_slice(&[stream, 0, 0, 0]);
+    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    f.extend_from_slice(data);
+    f.into()
+}
+
+/// `GET /containers/{id}/logs`.
+pub async fn logs(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let parse_t = |k: &str| -> ApiResult<Option<f64>> {
+        match q.get(k).filter(|v| !v.is_empty() && *v != "0") {
+            None => Ok(None),
+            Some(v) => v.parse::<f64>().map(Some).map_err(|_| ApiError::bad_request(format!("invalid {k}: {v}"))),
+        }
+    };
+    let mut opts = ReadOptions {
+        stdout: truthy(q.get("stdout")),
+        stderr: truthy(q.get("stderr")),
+        tail: q.get("tail").filter(|t| *t != "all").and_then(|t| t.parse().ok()),
+        since: parse_t("since")?,
+        until: parse_t("until")?,
+    };
+    if !opts.stdout && !opts.stderr {
+        return Err(ApiError::bad_request("Bad parameters: you must choose at least one stream"));
+    }
+    let follow = truthy(q.get("follow"));
+    let timestamps = truthy(q.get("timestamps"));
+    let e2 = engine.clone();
+    let c = blocking(move || Ok(e2.resolve(&id)?)).await?;
+    let tty = c.record.config.tty.unwrap_or(false);
+    let path = std::path::PathBuf::from(&c.record.log_path);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let cid = c.record.id.clone();
+    tokio::task::spawn_blocking(move || {
+        let render = |e: &logs::Entry| -> bytes::Bytes {
+            let mut line = String::new();
+            if timestamps {
+                line.push_str(&e.time);
+                line.push(' ');
+            }
+            line.push_str(&e.log);
+            if tty {
+                bytes::Bytes::from(line)
+            } else {
+                frame(if e.stream == "stderr" { 2 } else { 1 }, line.as_bytes())
+            }
+        };
+        let Ok(entries) = logs::read(&path, &opts) else { return };
+        for e in &entries {
+            if tx.blocking_send(Ok(render(e))).is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        opts.tail = None;
+        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        loop {
+            let alive = running(engine.current_state(&cid).status);
+            let Ok((new, next)) = logs::read_from(&path, offset, &opts) else { return };
+            offset = next;
+            for e in &new {
+                if tx.blocking_send(Ok(render(e))).is_err() {
+                    return;
+                }
+            }
+            if !alive || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let body = Body::from_stream(tokio_stream(rx));
+    let ctype = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+}
+
+/// A stream over an mpsc receiver.
+pub fn tokio_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub async fn resize(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let h: u16 = q.get("h").and_then(|v| v.parse().ok()).ok_or_else(|| ApiError::bad_request("invalid h"))?;
+    let w: u16 = q.get("w").and_then(|v| v.parse().ok()).ok_or_else(|| ApiError::bad_request("invalid w"))?;
+    blocking(move || {
+        let c = engine.resolve(&id)?;
+        let paths = engine.container_paths(&c.record.id);
+        berth_engine::client::call(&paths, &MonitorRequest::Resize { h, w }, Some(Duration::from_secs(5)))?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /containers/{id}/attach?stream=1&stdin=&stdout=&stderr=`: hijacks
+/// the connection (101 UPGRADED) and splices it to the monitor's attach
+/// stream. Before the container starts, the attach is registered so the
+/// monitor waits for it: `docker run` attaches first, and none of a short
+/// command's output may be lost.
+pub async fn attach(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let e2 = engine.clone();
+    let c = blocking(move || Ok(e2.resolve(&id)?)).await?;
+    let id = c.record.id.clone();
+    let tty = c.record.config.tty.unwrap_or(false);
+    let want = MonitorRequest::Attach {
+        stdin: truthy(q.get("stdin")),
+        stdout: truthy(q.get("stdout")),
+        stderr: truthy(q.get("stderr")),
+    };
+    let logs_first = truthy(q.get("logs"));
+    let pending = !running(c.state.status);
+    if pending {
+        engine.attach_pending(&id);
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let paths = engine.container_paths(&id);
+    let attempts_before = c.state.start_attempts;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(_) => {
+                if pending {
+                    engine.attach_done(&id);
+                }
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(upgraded);
+        if logs_first {
+            let path = std::path::PathBuf::from(&c.record.log_path);
+            let opts = ReadOptions { stdout: true, stderr: true, ..Default::default() };
+            if let Ok(entries) = logs::read(&path, &opts) {
+                for e in entries {
+                    let b = if tty {
+                        bytes::Bytes::from(e.log)
+                    } else {
+                        frame(if e.stream == "stderr" { 2 } else { 1 }, e.log.as_bytes())
+                    };
+                    let _ = client.write_all(&b).await;
+                }
+            }
+        }
+        // Connect to the monitor once it listens (the container may not
+        // have started yet), unless the container goes away.
+        let mut line = serde_json::to_vec(&want).unwrap_or_default();
+        line.push(b'\n');
+        let monitor = loop {
+            if let Ok(mut s) = tokio::net::UnixStream::connect(&paths.socket).await {
+                if s.write_all(&line).await.is_ok() {
+                    break Some(s);
+                }
+            }
+            let st = engine.current_state(&id);
+            let gone = engine.resolve(&id).is_err();
+            let start_failed = st.start_attempts > attempts_before && !running(st.status) && !st.error.is_empty();
+            if gone || start_failed || (!pending && !running(st.status)) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if pending {
+            engine.attach_done(&id);
+        }
+        let Some(monitor) = monitor else {
+            let _ = client.shutdown().await;
+            return;
+        };
+        let (mut mr, mut mw) = monitor.into_split();
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let input = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut cr, &mut mw).await;
+            let _ = mw.shutdown().await;
+        });
+        let _ = tokio::io::copy(&mut mr, &mut cw).await;
+        let _ = cw.shutdown().await;
+        input.abort();
+    });
+    let ctype = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    Ok(resp)
+}

@@ -1,0 +1,230 @@
+//! `/images/…`: list, inspect, pull (`/images/create`), tag, remove, history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_image::docker_view::{self, Removed};
+use berth_image::manifest::Platform;
+use berth_image::registry::ImageRef;
+use berth_image::store::{short, Progress, PullEvent};
+use serde_json::{json, Value};
+
+use crate::containers::tokio_stream;
+use crate::error::{blocking, ApiError, ApiResult};
+use crate::AppState;
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True"))
+}
+
+/// `GET /images/json`: Docker's ImageSummary list.
+pub async fn list(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    blocking(move || {
+        let store = s.images();
+        let mut out = Vec::new();
+        for (rec, tags) in store.db().list()? {
+            let created = store
+                .content()
+                .read(&rec.id)
+                .ok()
+                .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
+                .and_then(|v| v.get("created").and_then(|c| c.as_str()).map(str::to_string))
+                .and_then(|c| berth_engine::logs::parse_time(&c))
+                .unwrap_or(0.0) as i64;
+            let labels = s.image_config(&rec.id).ok().and_then(|c| c.labels).unwrap_or_default();
+            out.push(json!({
+                "Id": rec.id.to_string(),
+                "ParentId": "",
+                "RepoTags": tags.iter().map(|t| docker_view::familiar(t)).collect::<Vec<_>>(),
+                "RepoDigests": rec.repo_digests.iter().map(|d| docker_view::familiar(d)).collect::<Vec<_>>(),
+                "Created": created,
+                "Size": store.unpacked_size(&rec),
+                "SharedSize": -1,
+                "Labels": labels,
+                "Containers": -1,
+            }));
+        }
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+/// `GET /images/{name}/json` and `GET /images/{name}/history`.
+pub async fn get_dispatch(State(s): State<AppState>, Path(rest): Path<String>) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        let name = name.to_string();
+        return blocking(move || match docker_view::inspect(s.images(), &name) {
+            Ok(v) => Ok(Json(v).into_response()),
+            Err(berth_image::Error::ImageNotFound(_)) => Err(not_found(&name)),
+            Err(e) => Err(e.into()),
+        })
+        .await;
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let name = name.to_string();
+        return blocking(move || {
+            let rec = s.images().resolve(&name).map_err(|_| not_found(&name))?;
+            let tags: Vec<String> =
+                docker_view::tags_of(s.images(), &rec.id)?.iter().map(|t| docker_view::familiar(t)).collect();
+            let rows: Vec<Value> = s
+                .images()
+                .history(&rec)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    json!({
+                        "Id": h.id.map(|d| d.to_string()).unwrap_or_else(|| "<missing>".into()),
+                        "Created": h.created.as_deref().and_then(berth_engine::logs::parse_time).unwrap_or(0.0) as i64,
+                        "CreatedBy": h.created_by,
+                        "Tags": if i == 0 { json!(tags) } else { Value::Null },
+                        "Size": h.size,
+                        "Comment": h.comment,
+                    })
+                })
+                .collect();
+            Ok(Json(Value::Array(rows)).into_response())
+        })
+        .await;
+    }
+    Err(ApiError { status: StatusCode::NOT_FOUND, message: "page not found".into() })
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError { status: StatusCode::NOT_FOUND, message: format!("No such image: {name}") }
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn post_dispatch(
+    State(s): State<AppState>,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let Some(name) = rest.strip_suffix("/tag").map(str::to_string) else {
+        return Err(ApiError { status: StatusCode::NOT_FOUND, message: "page not found".into() });
+    };
+    let repo = q.get("repo").cloned().unwrap_or_default();
+    let tag = q.get("tag").cloned().filter(|t| !t.is_empty()).unwrap_or_else(|| "latest".into());
+    blocking(move || {
+        let rec = s.images().resolve(&name).map_err(|_| not_found(&name))?;
+        let target = ImageRef::parse(&format!("{repo}:{tag}"))?;
+        s.images().db().tag(&target.to_string(), &rec.id)?;
+        Ok(StatusCode::CREATED.into_response())
+    })
+    .await
+}
+
+/// `DELETE /images/{name}?force=`: refuses an image a container uses
+/// (unless forced), as Docker does.
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let force = truthy(q.get("force"));
+    blocking(move || {
+        let rec = s.images().resolve(&name).map_err(|_| not_found(&name))?;
+        let users = s.image_in_use(&rec.id.to_string())?;
+        let tags = docker_view::tags_of(s.images(), &rec.id)?;
+        let untag_only = tags.len() > 1 && !rec.id.hex().starts_with(name.trim_start_matches("sha256:"));
+        if let (Some(c), false, false) = (users.first(), force, untag_only) {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!(
+                    "conflict: unable to delete {} (must be forced) - image is being used by container {}",
+                    short(&rec.id),
+                    &c[..12]
+                ),
+            });
+        }
+        let removed = docker_view::remove(s.images(), &name, force)?;
+        s.images().gc()?;
+        let out: Vec<Value> = removed
+            .into_iter()
+            .map(|r| match r {
+                Removed::Untagged(n) => json!({"Untagged": n}),
+                Removed::Deleted(d) => json!({"Deleted": d}),
+            })
+            .collect();
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+/// Pull progress as Docker's JSON message stream.
+struct JsonProgress(tokio::sync::mpsc::UnboundedSender<Value>);
+
+impl Progress for JsonProgress {
+    fn event(&self, e: PullEvent) {
+        let v = match e {
+            PullEvent::Resolved { .. } => return,
+            PullEvent::Waiting { id } => json!({"status": "Pulling fs layer", "progressDetail": {}, "id": id}),
+            PullEvent::AlreadyExists { id } => json!({"status": "Already exists", "progressDetail": {}, "id": id}),
+            PullEvent::Downloading { id, current, total } => json!({
+                "status": "Downloading", "progressDetail": {"current": current, "total": total}, "id": id,
+            }),
+            PullEvent::DownloadComplete { id } => {
+                json!({"status": "Download complete", "progressDetail": {}, "id": id})
+            }
+            PullEvent::Extracting { id } => json!({"status": "Extracting", "progressDetail": {}, "id": id}),
+            PullEvent::PullComplete { id } => json!({"status": "Pull complete", "progressDetail": {}, "id": id}),
+        };
+        let _ = self.0.send(v);
+    }
+}
+
+/// `POST /images/create?fromImage=&tag=&platform=`: pulls, streaming
+/// Docker's progress messages; a failure ends the stream with `errorDetail`.
+pub async fn pull(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let from = q.get("fromImage").cloned().filter(|f| !f.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("importing images (fromSrc) is not supported through the API yet; use fromImage")
+    })?;
+    let tag = q.get("tag").cloned().filter(|t| !t.is_empty());
+    let name = match &tag {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.clone(),
+    };
+    let reference = ImageRef::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => Platform::parse(p).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Platform::host(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let what = reference.digest().or(reference.tag()).unwrap_or("latest").to_string();
+    let _ = tx.send(json!({"status": format!("Pulling from {}", reference.repository()), "id": what}));
+    let progress = Arc::new(JsonProgress(tx.clone()));
+    tokio::spawn(async move {
+        let res = s.images().pull(s.registry.clone(), &reference, &platform, progress).await;
+        match res {
+            Ok(out) => {
+                let _ = tx.send(json!({"status": format!("Digest: {}", out.digest)}));
+                let fam = reference.familiar();
+                let status = if out.downloaded {
+                    format!("Status: Downloaded newer image for {fam}")
+                } else {
+                    format!("Status: Image is up to date for {fam}")
+                };
+                let _ = tx.send(json!({"status": status}));
+            }
+            Err(e) => {
+                let _ = tx.send(json!({"errorDetail": {"message": e.to_string()}, "error": e.to_string()}));
+            }
+        }
+    });
+    let (btx, brx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let mut rx = rx;
+        while let Some(v) = rx.recv().await {
+            if btx.send(Ok(bytes::Bytes::from(format!("{v}\r\n")))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream(brx));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

@@ -1,0 +1,638 @@
+//! The engine: containers from images, with Docker's semantics.
+//!
+//! `create` records what was asked (the image's config merged in, as
+//! Docker does) and prepares the container's directory; `start` mounts the
+//! rootfs (overlay of the image's snapshots + the container's upper dir),
+//! writes the OCI bundle and spawns the container's monitor, which runs it
+//! from then on. Everything after start goes through the monitor's socket,
+//! so it works the same for a daemon restarted after `kill -9`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use berth_image::store::ImageStore;
+use berth_image::Digest;
+use bollard_stubs::models::{ContainerConfig, HostConfig};
+
+use crate::db::ContainerDb;
+use crate::error::{Error, IoContext, Result};
+use crate::monitor::{self, Ready, Request};
+use crate::paths::{ContainerPaths, Paths};
+use crate::record::{ContainerRecord, RunState, Status};
+use crate::{client, spec, user};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The two roots.
+    pub paths: Paths,
+    /// The berth binary the monitors run from (`berth monitor`).
+    pub exe: PathBuf,
+}
+
+/// The engine over one `--root`/`--run-root` pair.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    images: ImageStore,
+    db: ContainerDb,
+    /// Serializes operations that change a container's lifecycle (start,
+    /// remove), so two requests cannot mount or spawn twice.
+    lifecycle: Mutex<()>,
+    /// Attach requests waiting for a container to start, by id.
+    pending_attach: Mutex<HashMap<String, usize>>,
+}
+
+/// A container as listed: its record and its state.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// What was asked.
+    pub record: ContainerRecord,
+    /// What happened.
+    pub state: RunState,
+}
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).ctx(|| "reading /dev/urandom".into())?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "clever", "eager", "fervent", "gifted", "happy", "jolly", "keen", "lucid", "modest", "nifty",
+    "pensive", "quirky", "serene", "sharp", "stoic", "tender", "vibrant", "wizardly", "zealous", "bold", "crisp",
+    "dazzling", "elated", "focused", "gallant", "hopeful", "intrepid", "kind",
+];
+const NOUNS: &[&str] = &[
+    "turing",
+    "hopper",
+    "lovelace",
+    "knuth",
+    "ritchie",
+    "thompson",
+    "torvalds",
+    "liskov",
+    "dijkstra",
+    "hamilton",
+    "shannon",
+    "babbage",
+    "noether",
+    "curie",
+    "darwin",
+    "euler",
+    "gauss",
+    "kepler",
+    "newton",
+    "pascal",
+    "tesla",
+    "lamport",
+    "hoare",
+    "backus",
+    "mccarthy",
+    "perlman",
+    "wozniak",
+    "cerf",
+    "kahn",
+    "engelbart",
+];
+
+/// Docker's name rule.
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Merges the image's config under the user's, as Docker's create does.
+pub fn merge_config(user: &mut ContainerConfig, image: &ContainerConfig) {
+    if user.user.as_deref().unwrap_or("").is_empty() {
+        user.user = image.user.clone();
+    }
+    if let Some(img_ports) = &image.exposed_ports {
+        let ports = user.exposed_ports.get_or_insert_with(Vec::new);
+        for p in img_ports {
+            if !ports.contains(p) {
+                ports.push(p.clone());
+            }
+        }
+    }
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for e in user.env.iter().flatten() {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    user.env = Some(env);
+    if let Some(img_labels) = &image.labels {
+        let labels = user.labels.get_or_insert_with(HashMap::new);
+        for (k, v) in img_labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    match &user.entrypoint {
+        None => {
+            user.entrypoint = image.entrypoint.clone();
+            if user.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+                user.cmd = image.cmd.clone();
+            }
+        }
+        // `--entrypoint ""` resets it.
+        Some(e) if e.len() == 1 && e[0].is_empty() => user.entrypoint = Some(Vec::new()),
+        Some(_) => {}
+    }
+    if user.working_dir.as_deref().unwrap_or("").is_empty() {
+        user.working_dir = image.working_dir.clone();
+    }
+    if let Some(v) = &image.volumes {
+        let vols = user.volumes.get_or_insert_with(Vec::new);
+        for p in v {
+            if !vols.contains(p) {
+                vols.push(p.clone());
+            }
+        }
+    }
+    if user.stop_signal.as_deref().unwrap_or("").is_empty() {
+        user.stop_signal = image.stop_signal.clone();
+    }
+    if user.healthcheck.is_none() {
+        user.healthcheck = image.healthcheck.clone();
+    }
+}
+
+/// Parses a signal given by name (`SIGTERM`, `TERM`, `term`) or number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|s| s as i32)
+            .map_err(|_| Error::BadRequest(format!("Invalid signal: {s}")));
+    }
+    let up = t.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| Error::BadRequest(format!("Invalid signal: {s}")))
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+impl Engine {
+    /// Opens the engine (creating its directories and databases).
+    pub fn open(cfg: EngineConfig) -> Result<Engine> {
+        for d in [cfg.paths.containers(), cfg.paths.run_root.join("mon"), cfg.paths.runtime_root()] {
+            std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+        }
+        let images = ImageStore::open(&cfg.paths.root)?;
+        let db = ContainerDb::open(&cfg.paths.root)?;
+        Ok(Engine { cfg, images, db, lifecycle: Mutex::new(()), pending_attach: Mutex::new(HashMap::new()) })
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// The engine's roots.
+    pub fn paths(&self) -> &Paths {
+        &self.cfg.paths
+    }
+
+    /// A container's files.
+    pub fn container_paths(&self, id: &str) -> ContainerPaths {
+        self.cfg.paths.container(id)
+    }
+
+    /// Every container.
+    pub fn list(&self) -> Result<Vec<Container>> {
+        let mut out: Vec<Container> = self
+            .db
+            .list()?
+            .into_iter()
+            .map(|record| {
+                let state = self.current_state(&record.id);
+                Container { record, state }
+            })
+            .collect();
+        out.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+        Ok(out)
+    }
+
+    /// A container's state as it is now: the monitor's record, corrected
+    /// when the monitor died without saying so.
+    pub fn current_state(&self, id: &str) -> RunState {
+        let paths = self.container_paths(id);
+        let mut st = monitor::load_state(&paths);
+        let monitor_alive = st.monitor_pid > 0 && Path::new(&format!("/proc/{}", st.monitor_pid)).exists();
+        if !monitor_alive && matches!(st.status, Status::Running | Status::Restarting | Status::Paused) {
+            // The monitor is gone: was the container's init still alive, it
+            // would be unsupervised. Docker calls such a container dead.
+            st.status = if st.pid > 0 && Path::new(&format!("/proc/{}", st.pid)).exists() {
+                Status::Dead
+            } else {
+                Status::Exited
+            };
+            st.pid = 0;
+        }
+        st
+    }
+
+    /// Finds a container by full id, name (with or without `/`) or a
+    /// unique id prefix.
+    pub fn resolve(&self, name: &str) -> Result<Container> {
+        let all = self.list()?;
+        let n = name.strip_prefix('/').unwrap_or(name);
+        if let Some(c) = all.iter().find(|c| c.record.id == n || c.record.name == n) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<&Container> = all.iter().filter(|c| !n.is_empty() && c.record.id.starts_with(n)).collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NoSuchContainer(name.to_string())),
+            _ => Err(Error::BadRequest(format!("multiple IDs found with provided prefix: {name}"))),
+        }
+    }
+
+    /// The image's container config (`config` of its image config).
+    pub fn image_config(&self, image_id: &Digest) -> Result<ContainerConfig> {
+        let data = self.images.content().read(image_id)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&data).map_err(|e| Error::BadRequest(format!("image config {image_id}: {e}")))?;
+        Ok(v.get("config").cloned().and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default())
+    }
+
+    /// `docker create`: records the container and prepares its files.
+    pub fn create(&self, name: Option<&str>, mut config: ContainerConfig, host: HostConfig) -> Result<ContainerRecord> {
+        let image_name = config
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| Error::BadRequest("config.Image is required".into()))?;
+        let image = self.images.resolve(&image_name).map_err(|e| match e {
+            berth_image::Error::ImageNotFound(_) => Error::NoSuchImage(image_name.clone()),
+            other => Error::Image(other),
+        })?;
+        merge_config(&mut config, &self.image_config(&image.id)?);
+        if spec::argv(&config).is_empty() {
+            return Err(Error::BadRequest("No command specified".into()));
+        }
+        if let Some(p) = &host.restart_policy {
+            let n = p.name.map(|n| n.to_string()).unwrap_or_default();
+            if !matches!(n.as_str(), "" | "no" | "always" | "unless-stopped" | "on-failure") {
+                return Err(Error::BadRequest(format!("invalid restart policy: {n}")));
+            }
+            if host.auto_remove.unwrap_or(false) && !matches!(n.as_str(), "" | "no") {
+                return Err(Error::BadRequest("can't create 'AutoRemove' container with restart policy".into()));
+            }
+        }
+        let id = random_id()?;
+        let name = match name.map(|n| n.strip_prefix('/').unwrap_or(n)).filter(|n| !n.is_empty()) {
+            Some(n) if valid_name(n) => n.to_string(),
+            Some(n) => {
+                return Err(Error::BadRequest(format!(
+                    "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )))
+            }
+            None => {
+                let b = id.as_bytes();
+                let pick = |i: usize, n: usize| usize::from(b[i]) * 7 % n;
+                format!("{}_{}", ADJECTIVES[pick(0, ADJECTIVES.len())], NOUNS[pick(1, NOUNS.len())]) + &id[..4]
+            }
+        };
+        let paths = self.container_paths(&id);
+        let record = ContainerRecord {
+            id: id.clone(),
+            name,
+            created: berth_runtime::state::now_rfc3339(),
+            image_name,
+            image_id: image.id.to_string(),
+            config,
+            host_config: host,
+            log_path: paths.log().to_string_lossy().into_owned(),
+            layers: image.layers.iter().map(|l| l.chain_id.to_string()).collect(),
+        };
+        let result = (|| {
+            for d in [paths.rootfs(), paths.upper(), paths.work()] {
+                std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+            }
+            self.write_etc_files(&record, &paths)?;
+            let json = serde_json::to_vec(&record).map_err(|e| Error::BadRequest(e.to_string()))?;
+            berth_runtime::state::write_atomic(&paths.config(), &json, 0o600)?;
+            monitor::save_state(&paths, &RunState::created())?;
+            self.db.insert(&record)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+        result.map(|()| record)
+    }
+
+    fn write_etc_files(&self, rec: &ContainerRecord, paths: &ContainerPaths) -> Result<()> {
+        let host = spec::hostname(&rec.id, &rec.config);
+        let mut hosts = String::from(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        );
+        for h in rec.host_config.extra_hosts.iter().flatten() {
+            if let Some((name, ip)) = h.split_once(':').or_else(|| h.split_once('=')) {
+                hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for (name, body) in [("hosts", hosts), ("hostname", format!("{host}\n")), ("resolv.conf", resolv)] {
+            berth_runtime::state::write_atomic(&paths.etc_file(name), body.as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// `docker start`: Err(Conflict) when already running.
+    pub fn start(&self, id: &str) -> Result<i32> {
+        let _guard = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.resolve(id)?;
+        let rec = c.record;
+        if matches!(c.state.status, Status::Running | Status::Restarting | Status::Paused) {
+            return Err(Error::Conflict(format!("container {} is already running", rec.id)));
+        }
+        let paths = self.container_paths(&rec.id);
+        let rootfs = paths.rootfs();
+        if !is_mountpoint(&rootfs) {
+            let lowers: Vec<Digest> = rec.layers.iter().map(|l| l.parse()).collect::<berth_image::Result<_>>()?;
+            self.images.snapshots().mount_overlay(&lowers, Some(&paths.upper()), Some(&paths.work()), &rootfs)?;
+        }
+        let unmount = || {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        };
+        let prepared = (|| {
+            let group_add = rec.host_config.group_add.clone().unwrap_or_default();
+            let user = user::resolve(&rootfs, rec.config.user.as_deref().unwrap_or(""), &group_add)?;
+            if let Some(wd) = rec.config.working_dir.as_deref().filter(|w| !w.is_empty()) {
+                let root =
+                    berth_runtime::inroot::RootDir::open(&rootfs).ctx(|| format!("opening {}", rootfs.display()))?;
+                root.mkdir_all(Path::new(wd)).ctx(|| format!("creating working directory {wd}"))?;
+            }
+            let oci = spec::build(&spec::SpecInput {
+                id: &rec.id,
+                config: &rec.config,
+                host: &rec.host_config,
+                paths: &paths,
+                user: &user,
+            })?;
+            let json = serde_json::to_vec_pretty(&oci).map_err(|e| Error::BadRequest(e.to_string()))?;
+            berth_runtime::state::write_atomic(&paths.bundle().join("config.json"), &json, 0o600)?;
+            // A fresh run: the user's earlier stop no longer holds.
+            let mut st = monitor::load_state(&paths);
+            st.manually_stopped = false;
+            st.error.clear();
+            st.start_attempts += 1;
+            monitor::save_state(&paths, &st)
+        })();
+        if let Err(e) = prepared {
+            unmount();
+            return Err(e);
+        }
+        match self.spawn_monitor(&rec.id) {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                unmount();
+                Err(e)
+            }
+        }
+    }
+
+    /// Notes that a client will attach to `id` once it starts (the monitor
+    /// then waits for it before starting the container); undo with
+    /// [`Engine::attach_done`].
+    pub fn attach_pending(&self, id: &str) {
+        *self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default() += 1;
+    }
+
+    /// The pending attach of [`Engine::attach_pending`] connected or gave up.
+    pub fn attach_done(&self, id: &str) {
+        let mut p = self.pending_attach.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = p.get_mut(id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.remove(id);
+            }
+        }
+    }
+
+    /// Spawns `berth monitor` and reads its answer.
+    fn spawn_monitor(&self, id: &str) -> Result<i32> {
+        let p = &self.cfg.paths;
+        let waiting = self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0);
+        let mut child = Command::new(&self.cfg.exe)
+            .arg("monitor")
+            .arg("--wait-attach")
+            .arg(waiting.to_string())
+            .arg("--root")
+            .arg(&p.root)
+            .arg("--run-root")
+            .arg(&p.run_root)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ctx(|| format!("spawning the monitor ({})", self.cfg.exe.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        // The monitor stays; reap it in the background when it exits, so
+        // it never lingers as our zombie.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let ready: Ready = serde_json::from_str(line.trim()).map_err(|_| {
+            Error::Start(format!(
+                "the monitor exited without an answer (see {})",
+                self.container_paths(id).monitor_log().display()
+            ))
+        })?;
+        if ready.ok {
+            Ok(ready.pid)
+        } else {
+            Err(Error::Start(ready.error))
+        }
+    }
+
+    /// `docker stop`: the stop signal, then SIGKILL after `timeout`
+    /// seconds (None: the container's StopTimeout, else 10). Returns false
+    /// if it was not running.
+    pub fn stop(&self, id: &str, signal: Option<&str>, timeout: Option<i64>) -> Result<bool> {
+        let c = self.resolve(id)?;
+        let paths = self.container_paths(&c.record.id);
+        let sig = match signal.or(c.record.config.stop_signal.as_deref()).filter(|s| !s.is_empty()) {
+            Some(s) => parse_signal(s)?,
+            None => libc::SIGTERM,
+        };
+        let timeout = timeout.or(c.record.config.stop_timeout).unwrap_or(10);
+        if !matches!(c.state.status, Status::Running | Status::Restarting | Status::Paused) {
+            return Ok(false);
+        }
+        // Wait first, so the exit cannot slip by between the two requests.
+        let waiter = client::send(&paths, &Request::Wait);
+        if client::call(&paths, &Request::Stop { signal: sig, timeout }, Some(Duration::from_secs(10)))?.is_none() {
+            return Ok(false);
+        }
+        if let Some(w) = waiter {
+            let mut line = String::new();
+            let _ = BufReader::new(w).read_line(&mut line);
+        }
+        self.wait_monitor_gone(&paths);
+        Ok(true)
+    }
+
+    /// Waits (briefly) for the monitor to finish its teardown.
+    fn wait_monitor_gone(&self, paths: &ContainerPaths) {
+        for _ in 0..200 {
+            let st = monitor::load_state(paths);
+            if st.monitor_pid == 0 || !Path::new(&format!("/proc/{}", st.monitor_pid)).exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `docker kill`.
+    pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        let c = self.resolve(id)?;
+        let sig = parse_signal(signal)?;
+        let paths = self.container_paths(&c.record.id);
+        if c.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "Cannot kill container: {}: container {} is not running",
+                id, c.record.id
+            )));
+        }
+        match client::call(&paths, &Request::Kill { signal: sig }, Some(Duration::from_secs(10)))? {
+            Some(_) => Ok(()),
+            None => {
+                Err(Error::Conflict(format!("Cannot kill container: {}: container {} is not running", id, c.record.id)))
+            }
+        }
+    }
+
+    /// `docker wait`: blocks until the container's next exit (at once when
+    /// it is not running) and returns the exit code.
+    pub fn wait(&self, id: &str) -> Result<i32> {
+        let c = self.resolve(id)?;
+        let paths = self.container_paths(&c.record.id);
+        if matches!(c.state.status, Status::Running | Status::Restarting | Status::Paused) {
+            if let Some(v) = client::call(&paths, &Request::Wait, None)? {
+                return Ok(v.get("StatusCode").and_then(|c| c.as_i64()).unwrap_or(0) as i32);
+            }
+        }
+        Ok(self.current_state(&c.record.id).exit_code)
+    }
+
+    /// `docker rm`: refuses a running container unless `force` (which kills it).
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let c = self.resolve(id)?;
+        let rid = c.record.id.clone();
+        let paths = self.container_paths(&rid);
+        let running = matches!(c.state.status, Status::Running | Status::Restarting | Status::Paused);
+        if running && !force {
+            return Err(Error::Conflict(format!(
+                "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                c.record.name,
+                c.state.status.as_str()
+            )));
+        }
+        if running {
+            self.stop(&rid, Some("SIGKILL"), Some(0))?;
+        }
+        let _guard = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        // A dead container: its init runs unsupervised; end it.
+        if c.state.status == Status::Dead {
+            let rt = berth_runtime::container::Runtime { root: self.cfg.paths.runtime_root(), systemd_cgroup: false };
+            let _ = rt.delete(&rid, true);
+        }
+        let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&paths.socket);
+        self.db.remove(&rid)?;
+        std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
+        Ok(())
+    }
+
+    /// Whether an image is used by any container (for `rmi`).
+    pub fn image_in_use(&self, image_id: &str) -> Result<Vec<String>> {
+        Ok(self.db.list()?.into_iter().filter(|r| r.image_id == image_id).map(|r| r.id).collect())
+    }
+
+    /// After a daemon (re)start: containers whose monitor died while the
+    /// container was running are marked; AutoRemove containers that exited
+    /// while no daemon watched are removed.
+    pub fn recover(&self) -> Result<()> {
+        for c in self.list()? {
+            let paths = self.container_paths(&c.record.id);
+            let saved = monitor::load_state(&paths);
+            if saved.status != c.state.status {
+                let mut st = saved;
+                st.status = c.state.status;
+                st.pid = 0;
+                st.monitor_pid = 0;
+                monitor::save_state(&paths, &st)?;
+            }
+            let exited = matches!(c.state.status, Status::Exited) && c.state.started_at != crate::record::ZERO_TIME;
+            if exited && c.record.host_config.auto_remove.unwrap_or(false) {
+                let _ = self.remove(&c.record.id, true);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_like_docker() {
+        let image = ContainerConfig {
+            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+            cmd: Some(vec!["sh".into()]),
+            entrypoint: None,
+            working_dir: Some("/app".into()),
+            user: Some("app".into()),
+            ..Default::default()
+        };
+        let mut c = ContainerConfig { env: Some(vec!["A=user".into()]), ..Default::default() };
+        merge_config(&mut c, &image);
+        assert_eq!(c.env, Some(vec!["PATH=/bin".into(), "A=user".into()]));
+        assert_eq!(c.cmd, Some(vec!["sh".into()]));
+        assert_eq!(c.working_dir.as_deref(), Some("/app"));
+        assert_eq!(c.user.as_deref(), Some("app"));
+        // An entrypoint from the user drops the image's cmd.
+        let mut c = ContainerConfig { entrypoint: Some(vec!["/bin/echo".into()]), ..Default::default() };
+        merge_config(&mut c, &image);
+        assert_eq!(c.cmd, None);
+        // `--entrypoint ""` resets.
+        let mut c =
+            ContainerConfig { entrypoint: Some(vec!["".into()]), cmd: Some(vec!["ls".into()]), ..Default::default() };
+        merge_config(&mut c, &image);
+        assert_eq!(c.entrypoint, Some(vec![]));
+        assert_eq!(spec::argv(&c), vec!["ls"]);
+    }
+
+    #[test]
+    fn names_and_signals() {
+        assert!(
+            valid_name("web-1") && valid_name("a.b_c") && !valid_name("-x") && !valid_name("a b") && !valid_name("x")
+        );
+        assert_eq!(parse_signal("SIGTERM").expect("sig"), libc::SIGTERM);
+        assert_eq!(parse_signal("kill").expect("sig"), libc::SIGKILL);
+        assert_eq!(parse_signal("9").expect("sig"), 9);
+        assert!(parse_signal("NOPE").is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! berth-engine: containers with Docker's semantics, built from images
+//! (berth-image) and run by per-container monitors (berth-runtime).
+//!
+//! - [`engine`]: the facade the API drives: create, start, stop, kill,
+//!   remove, wait, list, logs, and recovery after a daemon restart.
+//! - [`monitor`]: the `berth monitor` process, one per container: holds
+//!   stdio, writes logs, records exits, restarts; serves a unix socket.
+//! - [`client`]: the daemon's side of that socket.
+//! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
+//!   defaults (caps, seccomp, masked paths).
+//! - [`user`]: `--user` resolved against the image's passwd/group.
+//! - [`logs`]: the json-file log format, writer and reader.
+//! - [`record`], [`db`], [`paths`]: what is stored, and where.
+//!
+//! Synchronous: the API layer runs engine calls on blocking threads.
+
+pub mod client;
+pub mod db;
+pub mod engine;
+pub mod error;
+pub mod logs;
+pub mod monitor;
+pub mod paths;
+pub mod record;
+pub mod spec;
+pub mod user;
+
+pub use engine::Engine;
+pub use error::{Error, Result};

@@ -1,0 +1,402 @@
+//! A container's OCI runtime spec from Docker's `Config` + `HostConfig`,
+//! with Docker's defaults: its capability set, seccomp profile, masked and
+//! read-only /proc paths, device rules, /etc/hosts, /etc/hostname and
+//! /etc/resolv.conf bind-mounted from the container's directory.
+
+use std::path::Path;
+
+use berth_runtime::seccomp::{from_docker_profile, DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_PROFILE};
+use bollard_stubs::models::{ContainerConfig, HostConfig};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::paths::ContainerPaths;
+use crate::user::ResolvedUser;
+
+/// Docker's masked paths.
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// The PATH Docker sets when the image has none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The process's argv: Entrypoint then Cmd (both already merged with the
+/// image's at create time).
+pub fn argv(config: &ContainerConfig) -> Vec<String> {
+    let mut v = config.entrypoint.clone().unwrap_or_default();
+    v.extend(config.cmd.clone().unwrap_or_default());
+    v
+}
+
+/// The container's hostname: `Config.Hostname`, else the short id.
+pub fn hostname(id: &str, config: &ContainerConfig) -> String {
+    config.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id.chars().take(12).collect())
+}
+
+/// Capabilities after `--cap-add`/`--cap-drop` (names `CAP_X`; `ALL` works
+/// in both), or every capability this process holds with `--privileged`.
+pub fn capabilities(host: &HostConfig) -> Result<Vec<String>> {
+    let norm = |c: &str| {
+        let c = c.trim().to_ascii_uppercase();
+        if c == "ALL" || c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let held = || -> Result<Vec<String>> {
+        let set = caps::read(None, caps::CapSet::Permitted)
+            .map_err(|e| Error::BadRequest(format!("reading capabilities: {e}")))?;
+        let mut v: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+        v.sort();
+        Ok(v)
+    };
+    if host.privileged.unwrap_or(false) {
+        return held();
+    }
+    let mut set: Vec<String> = DOCKER_DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    let drops: Vec<String> = host.cap_drop.iter().flatten().map(|c| norm(c)).collect();
+    let adds: Vec<String> = host.cap_add.iter().flatten().map(|c| norm(c)).collect();
+    if drops.iter().any(|c| c == "ALL") {
+        set.clear();
+    } else {
+        set.retain(|c| !drops.contains(c));
+    }
+    if adds.iter().any(|c| c == "ALL") {
+        return held();
+    }
+    let known: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    for c in adds {
+        if !known.contains(&c) {
+            return Err(Error::BadRequest(format!("unknown capability: {c:?}")));
+        }
+        if !set.contains(&c) {
+            set.push(c);
+        }
+    }
+    Ok(set)
+}
+
+/// The seccomp section: Docker's default profile for these capabilities,
+/// a profile given as JSON (the docker CLI reads `seccomp=<file>` and
+/// sends its content), or none (`seccomp=unconfined`, `--privileged`).
+fn seccomp(host: &HostConfig, caps: &[String]) -> Result<Option<Value>> {
+    let mut profile = if host.privileged.unwrap_or(false) { None } else { Some(DOCKER_DEFAULT_PROFILE.to_string()) };
+    for opt in host.security_opt.iter().flatten() {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        if k == "seccomp" {
+            profile = match v {
+                "unconfined" => None,
+                "" => return Err(Error::BadRequest("seccomp security option needs a profile".into())),
+                json if json.trim_start().starts_with('{') => Some(json.to_string()),
+                path => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| Error::BadRequest(format!("opening seccomp profile ({path}) failed: {e}")))?,
+                ),
+            };
+        }
+    }
+    let Some(p) = profile else { return Ok(None) };
+    let converted = from_docker_profile(&p, caps, std::env::consts::ARCH)
+        .map_err(|e| Error::BadRequest(format!("seccomp profile: {e}")))?;
+    serde_json::to_value(converted).map(Some).map_err(|e| Error::BadRequest(format!("seccomp profile: {e}")))
+}
+
+fn no_new_privileges(host: &HostConfig) -> bool {
+    host.security_opt.iter().flatten().any(|o| {
+        let o = o.replace(':', "=");
+        o == "no-new-privileges" || o == "no-new-privileges=true"
+    })
+}
+
+/// Splits `-v SRC:DST[:OPTS]` into a bind mount (host path sources only;
+/// named volumes arrive with volume support).
+fn bind_mount(spec: &str) -> Result<Value> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(Error::BadRequest(format!("invalid volume specification: '{spec}'"))),
+    };
+    if !src.starts_with('/') {
+        return Err(Error::BadRequest(format!(
+            "invalid volume specification: '{spec}': named volumes are not supported yet; use an absolute host path"
+        )));
+    }
+    if !dst.starts_with('/') {
+        return Err(Error::BadRequest(format!("invalid volume specification: '{spec}': mount path must be absolute")));
+    }
+    if !Path::new(src).exists() {
+        // Docker creates a missing bind source as a directory.
+        std::fs::create_dir_all(src).map_err(|e| Error::BadRequest(format!("creating bind source {src}: {e}")))?;
+    }
+    let mut options = vec!["rbind".to_string()];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "rw" => options.push(o.into()),
+            "z" | "Z" => {}
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => options.push(o.into()),
+            "nocopy" => {}
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "invalid volume specification: '{spec}': unknown option {other:?}"
+                )))
+            }
+        }
+    }
+    if !options.iter().any(|o| o.ends_with("private") || o.ends_with("shared") || o.ends_with("slave")) {
+        options.push("rprivate".into());
+    }
+    Ok(json!({"destination": dst, "type": "bind", "source": src, "options": options}))
+}
+
+/// `--ulimit` → OCI rlimits.
+fn rlimits(host: &HostConfig) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for u in host.ulimits.iter().flatten() {
+        let name = u.name.clone().unwrap_or_default();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(Error::BadRequest(format!("invalid ulimit name {name:?}")));
+        }
+        let (soft, hard) = (u.soft.unwrap_or(0), u.hard.unwrap_or(0));
+        if soft > hard {
+            return Err(Error::BadRequest(format!("ulimit {name}: soft limit {soft} is above the hard limit {hard}")));
+        }
+        out.push(json!({"type": format!("RLIMIT_{}", name.to_ascii_uppercase()), "soft": soft, "hard": hard}));
+    }
+    Ok(out)
+}
+
+/// Cgroup resources from the HostConfig.
+fn resources(host: &HostConfig) -> Result<Value> {
+    let mut r = json!({});
+    if host.privileged.unwrap_or(false) {
+        r["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    } else {
+        // Deny everything; the runtime adds the standard devices.
+        r["devices"] = json!([{"allow": false, "access": "rwm"}]);
+    }
+    let mut mem = json!({});
+    if let Some(m) = host.memory.filter(|m| *m > 0) {
+        if m < 6 * 1024 * 1024 {
+            return Err(Error::BadRequest("Minimum memory limit allowed is 6MB".into()));
+        }
+        mem["limit"] = json!(m);
+        match host.memory_swap {
+            Some(-1) => mem["swap"] = json!(-1),
+            Some(s) if s > 0 => {
+                if s < m {
+                    return Err(Error::BadRequest(
+                        "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+                    ));
+                }
+                mem["swap"] = json!(s);
+            }
+            // Docker's default: swap as large as memory (memory+swap = 2×).
+            _ => mem["swap"] = json!(m * 2),
+        }
+    }
+    if let Some(m) = host.memory_reservation.filter(|m| *m > 0) {
+        mem["reservation"] = json!(m);
+    }
+    if mem.as_object().is_some_and(|o| !o.is_empty()) {
+        r["memory"] = mem;
+    }
+    let mut cpu = json!({});
+    if let Some(n) = host.nano_cpus.filter(|n| *n > 0) {
+        let period = 100_000i64;
+        cpu["period"] = json!(period);
+        cpu["quota"] = json!(n * period / 1_000_000_000);
+    }
+    if let Some(q) = host.cpu_quota.filter(|q| *q > 0) {
+        cpu["quota"] = json!(q);
+    }
+    if let Some(p) = host.cpu_period.filter(|p| *p > 0) {
+        cpu["period"] = json!(p);
+    }
+    if let Some(s) = host.cpu_shares.filter(|s| *s > 0) {
+        cpu["shares"] = json!(s);
+    }
+    if let Some(c) = host.cpuset_cpus.clone().filter(|c| !c.is_empty()) {
+        cpu["cpus"] = json!(c);
+    }
+    if let Some(m) = host.cpuset_mems.clone().filter(|m| !m.is_empty()) {
+        cpu["mems"] = json!(m);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        r["cpu"] = cpu;
+    }
+    if let Some(p) = host.pids_limit.filter(|p| *p > 0) {
+        r["pids"] = json!({"limit": p});
+    }
+    Ok(r)
+}
+
+/// Everything [`build`] needs.
+#[derive(Debug)]
+pub struct SpecInput<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// Merged container config.
+    pub config: &'a ContainerConfig,
+    /// Host config.
+    pub host: &'a HostConfig,
+    /// The container's files.
+    pub paths: &'a ContainerPaths,
+    /// The resolved user.
+    pub user: &'a ResolvedUser,
+}
+
+/// Builds the OCI config.json for a container.
+pub fn build(input: &SpecInput<'_>) -> Result<Value> {
+    let SpecInput { id, config, host, paths, user } = input;
+    let args = argv(config);
+    if args.is_empty() {
+        return Err(Error::BadRequest("no command specified".into()));
+    }
+    let hostname = hostname(id, config);
+    let tty = config.tty.unwrap_or(false);
+    let mut env: Vec<String> = Vec::new();
+    for e in config.env.iter().flatten() {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        // "VAR" without '=' removes it (Docker's semantics).
+        if e.contains('=') {
+            env.push(e.clone());
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    env.push(format!("HOSTNAME={hostname}"));
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let caps = capabilities(host)?;
+    let privileged = host.privileged.unwrap_or(false);
+    let mut spec = berth_runtime::spec_default::default_spec(false);
+    spec["process"] = json!({
+        "terminal": tty,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+        "args": args,
+        "env": env,
+        "cwd": config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": no_new_privileges(host),
+        "rlimits": rlimits(host)?,
+    });
+    if let Some(adj) = host.oom_score_adj {
+        spec["process"]["oomScoreAdj"] = json!(adj);
+    }
+    spec["root"] = json!({"path": paths.rootfs(), "readonly": host.readonly_rootfs.unwrap_or(false)});
+    spec["hostname"] = json!(hostname);
+    if let Some(d) = config.domainname.clone().filter(|d| !d.is_empty()) {
+        spec["domainname"] = json!(d);
+    }
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    if privileged {
+        // sysfs and cgroups writable, as Docker does for --privileged.
+        for m in mounts.iter_mut() {
+            if let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|o| o != "ro");
+            }
+        }
+    }
+    let shm = host.shm_size.filter(|s| *s > 0).unwrap_or(64 * 1024 * 1024);
+    for m in mounts.iter_mut() {
+        if m["destination"] == "/dev/shm" {
+            m["options"] = json!(["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]);
+        }
+    }
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        mounts.push(json!({
+            "destination": format!("/etc/{name}"), "type": "bind", "source": paths.etc_file(name),
+            "options": ["rbind", "rprivate"],
+        }));
+    }
+    for (dst, opts) in host.tmpfs.iter().flatten() {
+        let mut o = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
+        o.extend(opts.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+        mounts.push(json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": o}));
+    }
+    for b in host.binds.iter().flatten() {
+        mounts.push(bind_mount(b)?);
+    }
+    spec["mounts"] = json!(mounts);
+    let mut linux = json!({
+        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+        "cgroupsPath": format!("/berth/{id}"),
+        "resources": resources(host)?,
+    });
+    if !privileged {
+        linux["maskedPaths"] = json!(MASKED);
+        linux["readonlyPaths"] = json!(READONLY);
+    }
+    if let Some(s) = seccomp(host, &caps)? {
+        linux["seccomp"] = s;
+    }
+    if let Some(sysctls) = &host.sysctls {
+        linux["sysctl"] = json!(sysctls);
+    }
+    spec["linux"] = linux;
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_add_drop_like_docker() {
+        let mut h = HostConfig {
+            cap_drop: Some(vec!["NET_RAW".into(), "chown".into()]),
+            cap_add: Some(vec!["SYS_ADMIN".into()]),
+            ..Default::default()
+        };
+        let c = capabilities(&h).expect("caps");
+        assert!(!c.contains(&"CAP_NET_RAW".to_string()) && !c.contains(&"CAP_CHOWN".to_string()));
+        assert!(c.contains(&"CAP_SYS_ADMIN".to_string()) && c.contains(&"CAP_KILL".to_string()));
+        h.cap_drop = Some(vec!["ALL".into()]);
+        h.cap_add = Some(vec!["KILL".into()]);
+        assert_eq!(capabilities(&h).expect("caps"), vec!["CAP_KILL"]);
+        h.cap_add = Some(vec!["NOT_A_CAP".into()]);
+        assert!(capabilities(&h).is_err());
+    }
+
+    #[test]
+    fn binds_and_limits_are_checked() {
+        assert!(bind_mount("relative:/x").is_err());
+        assert!(bind_mount("/tmp:relative").is_err());
+        assert!(bind_mount("/tmp:/x:bogus").is_err());
+        let m = bind_mount("/tmp:/x:ro").expect("bind");
+        assert_eq!(m["options"], json!(["rbind", "ro", "rprivate"]));
+        let mut h = HostConfig { memory: Some(1024), ..Default::default() };
+        assert!(resources(&h).is_err());
+        h.memory = Some(64 << 20);
+        h.nano_cpus = Some(1_500_000_000);
+        h.pids_limit = Some(20);
+        let r = resources(&h).expect("resources");
+        assert_eq!(r["memory"]["limit"], json!(64 << 20));
+        assert_eq!(r["memory"]["swap"], json!(128 << 20));
+        assert_eq!(r["cpu"]["quota"], json!(150_000));
+        assert_eq!(r["pids"]["limit"], json!(20));
+    }
+}

@@ -1,0 +1,95 @@
+//! Images as Docker shows them: the `image inspect` document, `rmi`'s
+//! untag-or-delete rule and report, and the short names users write.
+//! Shared by berth's CLI and its Engine API server, so both answer alike.
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::registry::ImageRef;
+use crate::store::{short, ImageStore};
+
+/// The short form users write of a full reference (`busybox:latest`,
+/// `127.0.0.1:5000/x/y@sha256:…`).
+pub fn familiar(full: &str) -> String {
+    match full.split_once('@') {
+        Some((repo, d)) => match ImageRef::parse(&format!("{repo}:x")) {
+            Ok(r) => format!("{}@{d}", r.familiar().trim_end_matches(":x")),
+            Err(_) => full.to_string(),
+        },
+        None => ImageRef::parse(full).map(|r| r.familiar()).unwrap_or_else(|_| full.to_string()),
+    }
+}
+
+/// The tags pointing at an image, full form.
+pub fn tags_of(store: &ImageStore, id: &crate::Digest) -> Result<Vec<String>> {
+    Ok(store.db().list()?.into_iter().find(|(r, _)| r.id == *id).map(|(_, t)| t).unwrap_or_default())
+}
+
+/// Docker's `image inspect` document for the image `name` resolves to.
+pub fn inspect(store: &ImageStore, name: &str) -> Result<Value> {
+    let rec = store.resolve(name)?;
+    let cfg: Value = serde_json::from_slice(&store.content().read(&rec.id)?)
+        .map_err(|e| Error::InvalidManifest { what: "image config", reason: e.to_string() })?;
+    let tags: Vec<String> = tags_of(store, &rec.id)?.iter().map(|t| familiar(t)).collect();
+    let digests: Vec<String> = rec.repo_digests.iter().map(|t| familiar(t)).collect();
+    let lower: Vec<String> =
+        rec.layers.iter().rev().map(|l| store.snapshots().path(&l.chain_id).display().to_string()).collect();
+    Ok(json!({
+        "Id": rec.id.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Parent": "",
+        "Comment": cfg.pointer("/history/0/comment").cloned().unwrap_or(json!("")),
+        "Created": cfg.get("created").cloned().unwrap_or(json!("")),
+        "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),
+        "Author": cfg.get("author").cloned().unwrap_or(json!("")),
+        "Config": cfg.get("config").cloned().unwrap_or(json!({})),
+        "Architecture": cfg.get("architecture").cloned().unwrap_or(json!("")),
+        "Variant": cfg.get("variant").cloned(),
+        "Os": cfg.get("os").cloned().unwrap_or(json!("")),
+        "Size": store.unpacked_size(&rec),
+        "GraphDriver": { "Name": "overlayfs", "Data": { "LowerDir": lower.join(":") } },
+        "RootFS": {
+            "Type": "layers",
+            "Layers": rec.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+        },
+        "Metadata": { "LastTagTime": rec.added },
+        "Descriptor": { "mediaType": rec.manifest_media_type, "digest": rec.manifest.to_string() },
+    }))
+}
+
+/// One line of `rmi`'s report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    /// A name was removed (familiar form).
+    Untagged(String),
+    /// The image was deleted (its id).
+    Deleted(String),
+}
+
+/// `rmi NAME`: removing a name of an image with several names only
+/// untags it; removing the last name (or by id, or with `force`) deletes
+/// the image record. Data is freed by a later [`ImageStore::gc`].
+/// Callers check first that no container uses the image.
+pub fn remove(store: &ImageStore, name: &str, force: bool) -> Result<Vec<Removed>> {
+    let rec = store.resolve(name)?;
+    let tags = tags_of(store, &rec.id)?;
+    let by_id = rec.id.hex().starts_with(name.trim_start_matches("sha256:"));
+    if !by_id {
+        let full = ImageRef::parse(name)?.to_string();
+        if tags.contains(&full) && tags.len() > 1 && !force {
+            store.db().untag(&full)?;
+            return Ok(vec![Removed::Untagged(familiar(&full))]);
+        }
+    } else if tags.len() > 1 && !force {
+        return Err(Error::Conflict(format!(
+            "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+            short(&rec.id)
+        )));
+    }
+    let mut out: Vec<Removed> = tags.iter().map(|t| Removed::Untagged(familiar(t))).collect();
+    out.extend(rec.repo_digests.iter().map(|d| Removed::Untagged(familiar(d))));
+    store.db().delete(&rec.id)?;
+    out.push(Removed::Deleted(rec.id.to_string()));
+    Ok(out)
+}
