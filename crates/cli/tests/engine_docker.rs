@@ -1,0 +1,421 @@
+//! `berth serve` driven by the real docker CLI (`DOCKER_HOST=unix://…`):
+//! run (attached, detached, --rm, -i, -t through a pty), exit codes, logs,
+//! ps, inspect, stop, kill, rm, restart policies, Docker's default
+//! sandbox, and live restore after `kill -9` of the daemon.
+//!
+//! Each test runs its own daemon on its own roots and socket; a guard
+//! removes containers, stops monitors, unmounts and deletes everything,
+//! also when an assertion fails. Skipped (with the reason) when not root
+//! or when the docker CLI is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn berth() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    match Command::new("docker").arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("the docker CLI is not installed (scripts/setup installs it)".into()),
+    }
+}
+
+/// A busybox rootfs tarball, built once per test binary.
+fn busybox_tarball() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let tarball = base.join("engine-busybox.tar.gz");
+        if tarball.exists() {
+            return tarball;
+        }
+        let dir = base.join(format!("engine-busybox-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mk-busybox-rootfs");
+        let st = Command::new("bash").arg(script).arg(&dir).stdout(Stdio::null()).status().expect("mk-busybox-rootfs");
+        assert!(st.success(), "mk-busybox-rootfs failed");
+        let tmp = base.join(format!("engine-busybox-{}.tar.gz", std::process::id()));
+        let st = Command::new("tar").arg("-C").arg(&dir).arg("-czf").arg(&tmp).arg(".").status().expect("tar");
+        assert!(st.success());
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::rename(&tmp, &tarball);
+        tarball
+    })
+    .clone()
+}
+
+/// A daemon on private roots and socket, with a busybox image.
+struct Daemon {
+    tmp: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start() -> Option<Daemon> {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        // Short paths: unix socket paths are limited to 107 bytes.
+        let tmp = tempfile::Builder::new().prefix("be").tempdir_in("/tmp").expect("tempdir");
+        let root = tmp.path().join("root");
+        let st = Command::new(berth())
+            .arg("--root")
+            .arg(&root)
+            .args(["import", "-c", r#"CMD ["sh"]"#])
+            .arg(busybox_tarball())
+            .arg("busybox:latest")
+            .stdout(Stdio::null())
+            .status()
+            .expect("berth import");
+        assert!(st.success(), "importing busybox failed");
+        let mut d = Daemon { tmp, child: None };
+        d.spawn();
+        Some(d)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.tmp.path().join("api.sock")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.tmp.path().join("serve.log")).expect("log");
+        let child = Command::new(berth())
+            .arg("serve")
+            .arg("--root")
+            .arg(self.root())
+            .arg("--run-root")
+            .arg(self.tmp.path().join("run"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(self.sock()).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up: {}", self.serve_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// kill -9 of the daemon (containers and monitors stay).
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock().display()))
+            .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_timeout(self.docker(args), Duration::from_secs(60))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed ({:?}): {}{}\n--- daemon log ---\n{}",
+            o.status.code(),
+            text(&o.stdout),
+            text(&o.stderr),
+            self.serve_log()
+        );
+        text(&o.stdout)
+    }
+
+    fn inspect(&self, name: &str, fmt: &str) -> String {
+        self.ok(&["inspect", "-f", fmt, name]).trim().to_string()
+    }
+
+    /// Waits until `inspect -f fmt` prints `want`.
+    fn wait_for(&self, name: &str, fmt: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.inspect(name, fmt);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name}: {fmt} is {got:?}, expected {want:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Monitor processes of this daemon's root.
+    fn monitors(&self) -> Vec<i32> {
+        let needle = format!("--root\0{}\0", self.root().display());
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("\0monitor\0") && cmd.contains(&needle) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in text(&ids.stdout).lines() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        self.kill9();
+        for pid in self.monitors() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        // Leftover container processes (a failed test) die with their cgroup.
+        if let Ok(dirs) = std::fs::read_dir(self.tmp.path().join("run/runtime")) {
+            for d in dirs.flatten() {
+                let _ = Command::new(berth())
+                    .arg("runtime")
+                    .arg("--root")
+                    .arg(self.tmp.path().join("run/runtime"))
+                    .args(["delete", "--force"])
+                    .arg(d.file_name())
+                    .output();
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.tmp.path().display().to_string();
+        let mut points: Vec<&str> =
+            mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for m in points {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a command, killing it after `limit`.
+fn run_timeout(mut c: Command, limit: Duration) -> Output {
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!("command timed out: {c:?}\n{}{}", text(&o.stdout), text(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn run_attached_rm_and_exit_codes() {
+    let Some(d) = Daemon::start() else { return };
+    assert_eq!(d.ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    // stdout and stderr both come back, on their own streams.
+    let o = d.run(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    let o = d.run(&["run", "--rm", "busybox", "no-such-program"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("executable file not found"), "{}", text(&o.stderr));
+    // --rm left nothing behind.
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    // Without --rm the container stays, exited with its code.
+    let o = d.run(&["run", "--name", "kept", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(d.inspect("kept", "{{.State.Status}} {{.State.ExitCode}}"), "exited 7");
+    // stdin with -i.
+    let mut c = d.docker(&["run", "-i", "--rm", "busybox", "sh", "-c", "read x; echo got $x"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(text(&o.stdout), "got hello\n", "{}", text(&o.stderr));
+}
+
+#[test]
+fn detached_lifecycle_logs_inspect_stop_rm() {
+    let Some(d) = Daemon::start() else { return };
+    let script = "trap 'echo bye; exit 0' TERM; echo started; echo warn >&2; while true; do sleep 0.1; done";
+    let id = d.ok(&["run", "-d", "--name", "web", "--hostname", "webhost", "-e", "A=1", "busybox", "sh", "-c", script]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "run -d prints the id: {id:?}");
+    d.wait_for("web", "{{.State.Status}}", "running");
+    let ps = d.ok(&["ps"]);
+    assert!(ps.lines().nth(1).is_some_and(|l| l.starts_with(&id[..12]) && l.ends_with("web")), "{ps}");
+    assert_eq!(
+        d.inspect("web", "{{.Name}} {{.Config.Hostname}} {{.State.Running}} {{index .Config.Env 0}}"),
+        "/web webhost true A=1"
+    );
+    let pid: i32 = d.inspect("web", "{{.State.Pid}}").parse().expect("pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    // Logs, split by stream.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = d.run(&["logs", "web"]);
+        if text(&o.stdout) == "started\n" && text(&o.stderr) == "warn\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {:?} / {:?}", text(&o.stdout), text(&o.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A running container is not removed without -f.
+    let o = d.run(&["rm", "web"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("stop the container before removing or force remove"), "{}", text(&o.stderr));
+    // stop: SIGTERM, the trap exits 0.
+    d.ok(&["stop", "web"]);
+    assert_eq!(d.inspect("web", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
+    assert!(d.ok(&["logs", "web"]).ends_with("bye\n"));
+    assert!(d.ok(&["ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}"]).contains("web"));
+    // Start again, kill with a signal, remove.
+    d.ok(&["start", "web"]);
+    d.wait_for("web", "{{.State.Status}}", "running");
+    d.ok(&["kill", "web"]);
+    d.wait_for("web", "{{.State.Status}} {{.State.ExitCode}}", "exited 137");
+    d.ok(&["rm", "web"]);
+    let o = d.run(&["inspect", "web"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("No such"), "{}", text(&o.stderr));
+    // rm -f of a running one.
+    d.ok(&["run", "-d", "--name", "doomed", "busybox", "sleep", "100"]);
+    d.ok(&["rm", "-f", "doomed"]);
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert!(d.monitors().is_empty(), "monitors left after rm");
+}
+
+#[test]
+fn restart_policy_on_failure_and_always() {
+    let Some(d) = Daemon::start() else { return };
+    d.ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1"]);
+    d.wait_for("flaky", "{{.RestartCount}} {{.State.Status}}", "2 exited");
+    d.ok(&["run", "-d", "--name", "always", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.inspect("always", "{{.RestartCount}}").parse::<u32>().unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "always never restarted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A stop is final, whatever the policy.
+    d.ok(&["stop", "-t", "1", "always"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.inspect("always", "{{.State.Status}}"), "exited");
+}
+
+#[test]
+fn docker_default_sandbox_and_privileged() {
+    let Some(d) = Daemon::start() else { return };
+    // Docker's default capability set.
+    let status = d.ok(&["run", "--rm", "busybox", "cat", "/proc/self/status"]);
+    let capeff = status.lines().find(|l| l.starts_with("CapEff:")).expect("CapEff");
+    assert_eq!(capeff.split_whitespace().nth(1), Some("00000000a80425fb"), "{capeff}");
+    // mount needs CAP_SYS_ADMIN: refused by default, allowed privileged.
+    let mount = "mkdir -p /m && mount -t tmpfs t /m";
+    let o = d.run(&["run", "--rm", "busybox", "sh", "-c", mount]);
+    assert_ne!(o.status.code(), Some(0), "mount worked in a default container");
+    assert!(
+        text(&o.stderr).contains("Operation not permitted") || text(&o.stderr).contains("denied"),
+        "{}",
+        text(&o.stderr)
+    );
+    d.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", mount]);
+    // Masked /proc paths read empty; /etc/hostname is the container's.
+    assert_eq!(d.ok(&["run", "--rm", "busybox", "cat", "/proc/interrupts"]), "");
+    assert!(!d.ok(&["run", "--rm", "--privileged", "busybox", "cat", "/proc/interrupts"]).is_empty());
+    assert_eq!(d.ok(&["run", "--rm", "--hostname", "h1", "busybox", "cat", "/etc/hostname"]), "h1\n");
+    // Docker's seccomp profile is loaded.
+    let o = d.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/self/status | grep Seccomp:"]);
+    assert!(text(&o.stdout).contains("2"), "seccomp filter mode expected: {}", text(&o.stdout));
+    // --cap-drop and --user.
+    let status =
+        d.ok(&["run", "--rm", "--cap-drop", "ALL", "--user", "1000:1000", "busybox", "cat", "/proc/self/status"]);
+    assert!(status.lines().any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "{status}");
+    // The API socket is root's alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(d.sock()).expect("stat socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn tty_through_a_pty() {
+    let Some(d) = Daemon::start() else { return };
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: script(1) is not installed (bsdutils)");
+        return;
+    }
+    let cmd = format!(
+        "DOCKER_HOST=unix://{} docker run -t --rm busybox sh -c 'tty; echo cols $(stty size)'",
+        d.sock().display()
+    );
+    let o = run_timeout(
+        {
+            let mut c = Command::new("script");
+            c.args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null());
+            c
+        },
+        Duration::from_secs(60),
+    );
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/"), "no tty inside: {out:?} {}", text(&o.stderr));
+}
+
+#[test]
+fn live_restore_after_kill_9() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do echo tick; sleep 0.2; done",
+    ]);
+    d.wait_for("survivor", "{{.State.Status}}", "running");
+    let pid = d.inspect("survivor", "{{.State.Pid}}");
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container died with the daemon");
+    d.spawn();
+    assert_eq!(d.inspect("survivor", "{{.State.Status}} {{.State.Pid}}"), format!("running {pid}"));
+    assert!(d.ok(&["logs", "survivor"]).contains("tick"));
+    d.ok(&["stop", "survivor"]);
+    assert_eq!(d.inspect("survivor", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
+    d.ok(&["rm", "survivor"]);
+    assert!(d.monitors().is_empty(), "monitor left after rm");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mounts.contains(&d.root().display().to_string()), "mounts left under the root");
+}
