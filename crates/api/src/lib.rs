@@ -12,9 +12,11 @@
 //! - [`system`]: `_ping`, `version`, `info`.
 //! - [`containers`]: create, start, stop, kill, wait, attach, logs, rm, ps, inspect.
 //! - [`images`]: list, inspect, pull, tag, remove, history.
+//! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
 pub mod containers;
 pub mod error;
+pub mod exec;
 pub mod images;
 pub mod system;
 
@@ -38,6 +40,8 @@ pub struct Server {
     pub engine: Engine,
     /// Registry client (daemon-wide options: insecure registries, mirrors).
     pub registry: Arc<berth_image::registry::Registry>,
+    /// Exec instances.
+    pub execs: exec::Execs,
 }
 
 impl std::ops::Deref for Server {
@@ -69,6 +73,10 @@ pub fn router(engine: AppState) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull))
         .route("/images/{*rest}", get(images::get_dispatch).delete(images::delete).post(images::post_dispatch))

@@ -95,7 +95,7 @@ pub fn main(a: ServeArgs) -> i32 {
     }
     let registry =
         Arc::new(Registry::new(RegistryOptions { insecure: a.insecure_registry.clone(), ..Default::default() }));
-    let server = Arc::new(berth_api::Server { engine, registry });
+    let server = Arc::new(berth_api::Server { engine, registry, execs: Default::default() });
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),

@@ -419,3 +419,38 @@ fn live_restore_after_kill_9() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mounts.contains(&d.root().display().to_string()), "mounts left under the root");
 }
+
+#[test]
+fn exec_into_a_running_container() {
+    let Some(d) = Daemon::start() else { return };
+    d.ok(&["run", "-d", "--name", "box", "-e", "A=from-run", "busybox", "sleep", "1000"]);
+    d.wait_for("box", "{{.State.Status}}", "running");
+    let o = d.run(&["exec", "-e", "B=from-exec", "box", "sh", "-c", "echo $A $B; echo e >&2; exit 4"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "from-run from-exec\n");
+    assert_eq!(text(&o.stderr), "e\n");
+    assert_eq!(d.ok(&["exec", "-u", "1000:1000", "-w", "/tmp", "box", "sh", "-c", "id -u; pwd"]), "1000\n/tmp\n");
+    // Same pid namespace as the container's init.
+    assert!(d.ok(&["exec", "box", "ps"]).contains("sleep 1000"));
+    // stdin.
+    let mut c = d.docker(&["exec", "-i", "box", "cat"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(b"through stdin\n").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(text(&o.stdout), "through stdin\n", "{}", text(&o.stderr));
+    // Detached.
+    d.ok(&["exec", "-d", "box", "touch", "/tmp/marker"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.run(&["exec", "box", "test", "-e", "/tmp/marker"]).status.success() {
+        assert!(Instant::now() < deadline, "detached exec did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = d.run(&["exec", "box", "no-such-thing"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    d.ok(&["stop", "-t", "0", "box"]);
+    let o = d.run(&["exec", "box", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("is not running"), "{}", text(&o.stderr));
+}

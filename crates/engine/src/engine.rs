@@ -203,6 +203,11 @@ impl Engine {
         &self.images
     }
 
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
     /// The engine's roots.
     pub fn paths(&self) -> &Paths {
         &self.cfg.paths

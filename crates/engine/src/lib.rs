@@ -6,6 +6,7 @@
 //! - [`monitor`]: the `berth monitor` process, one per container: holds
 //!   stdio, writes logs, records exits, restarts; serves a unix socket.
 //! - [`client`]: the daemon's side of that socket.
+//! - [`exec`]: processes run inside a running container.
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
 //!   defaults (caps, seccomp, masked paths).
 //! - [`user`]: `--user` resolved against the image's passwd/group.
@@ -18,6 +19,7 @@ pub mod client;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod logs;
 pub mod monitor;
 pub mod paths;
