@@ -454,3 +454,25 @@ fn exec_into_a_running_container() {
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("is not running"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn python_docker_sdk() {
+    let Some(d) = Daemon::start() else { return };
+    let have_sdk = Command::new("python3").args(["-c", "import docker"]).output().is_ok_and(|o| o.status.success());
+    if !have_sdk {
+        eprintln!("SKIPPED: the Python docker SDK is not installed (scripts/setup installs it)");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/docker_sdk_e2e.py");
+    let mut c = Command::new("python3");
+    c.arg(script).env("DOCKER_HOST", format!("unix://{}", d.sock().display())).stdin(Stdio::null());
+    let o = run_timeout(c, Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "python docker SDK e2e failed:\n{}{}\n--- daemon log ---\n{}",
+        text(&o.stdout),
+        text(&o.stderr),
+        d.serve_log()
+    );
+    assert!(text(&o.stdout).contains("sdk e2e ok"));
+}
