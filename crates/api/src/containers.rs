@@ -48,8 +48,14 @@ pub async fn create(
         }
     }
     let name = q.get("name").cloned();
-    let rec = blocking(move || Ok(engine.create(name.as_deref(), config, host)?)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"Id": rec.id, "Warnings": []}))))
+    let e2 = engine.clone();
+    let c = blocking(move || {
+        let rec = e2.create(name.as_deref(), config, host)?;
+        Ok(e2.resolve(&rec.id)?)
+    })
+    .await?;
+    engine.events.container(&c, "create", &[]);
+    Ok((StatusCode::CREATED, Json(json!({"Id": c.record.id, "Warnings": []}))))
 }
 
 /// `POST /containers/{id}/start`.
@@ -73,6 +79,8 @@ pub async fn start(State(engine): State<AppState>, Path(id): Path<String>) -> Ap
     match res {
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
         Some(c) => {
+            engine.events.container(&c, "start", &[]);
+            crate::events::watch(engine.clone(), c.record.id.clone(), c.state.finished_at.clone());
             if c.record.host_config.auto_remove.unwrap_or(false) {
                 watch_auto_remove(engine, c.record.id.clone());
             }
@@ -92,7 +100,13 @@ fn watch_auto_remove(engine: AppState, id: String) {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = engine.remove(&id, true);
+        if let Ok(c) = engine.resolve(&id) {
+            engine.events.die(&c);
+            if engine.remove(&id, true).is_ok() {
+                engine.events.container(&c, "destroy", &[]);
+                engine.events.forget(&id);
+            }
+        }
     });
 }
 
@@ -109,7 +123,15 @@ pub async fn stop(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> ApiResult<Response> {
-    let stopped = blocking(move || Ok(engine.stop(&id, q.signal.as_deref(), q.t)?)).await?;
+    let e2 = engine.clone();
+    let (stopped, c) = blocking(move || {
+        let c = e2.resolve(&id)?;
+        Ok((e2.stop(&c.record.id, q.signal.as_deref(), q.t)?, c))
+    })
+    .await?;
+    if stopped {
+        engine.events.container(&c, "stop", &[]);
+    }
     Ok(if stopped { StatusCode::NO_CONTENT } else { StatusCode::NOT_MODIFIED }.into_response())
 }
 
@@ -127,6 +149,9 @@ pub async fn restart(
         Ok(c)
     })
     .await?;
+    engine.events.container(&c, "restart", &[]);
+    let finished = engine.current_state(&c.record.id).finished_at;
+    crate::events::watch(engine.clone(), c.record.id.clone(), finished);
     if c.record.host_config.auto_remove.unwrap_or(false) {
         watch_auto_remove(engine, c.record.id);
     }
@@ -140,7 +165,15 @@ pub async fn kill(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let sig = q.get("signal").cloned().unwrap_or_else(|| "SIGKILL".into());
-    blocking(move || Ok(engine.kill(&id, &sig)?)).await?;
+    let (e2, sig2) = (engine.clone(), sig.clone());
+    let c = blocking(move || {
+        let c = e2.resolve(&id)?;
+        e2.kill(&c.record.id, &sig2)?;
+        Ok(c)
+    })
+    .await?;
+    let num = berth_engine::engine::parse_signal(&sig).unwrap_or(9);
+    engine.events.container(&c, "kill", &[("signal", num.to_string())]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -229,12 +262,17 @@ pub async fn remove(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let force = truthy(q.get("force"));
-    blocking(move || {
-        let c = engine.resolve(&id)?;
-        remember_code(&c.record.id, engine.current_state(&c.record.id).exit_code);
-        Ok(engine.remove(&c.record.id, force)?)
+    let e2 = engine.clone();
+    let c = blocking(move || {
+        let c = e2.resolve(&id)?;
+        remember_code(&c.record.id, e2.current_state(&c.record.id).exit_code);
+        e2.remove(&c.record.id, force)?;
+        Ok(c)
     })
     .await?;
+    engine.events.die(&c);
+    engine.events.container(&c, "destroy", &[]);
+    engine.events.forget(&c.record.id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,10 +12,12 @@
 //! - [`system`]: `_ping`, `version`, `info`.
 //! - [`containers`]: create, start, stop, kill, wait, attach, logs, rm, ps, inspect.
 //! - [`images`]: list, inspect, pull, tag, remove, history.
+//! - [`events`]: the event stream (`/events`) and the per-container exit watchers.
 //! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod system;
@@ -42,6 +44,25 @@ pub struct Server {
     pub registry: Arc<berth_image::registry::Registry>,
     /// Exec instances.
     pub execs: exec::Execs,
+    /// The event bus.
+    pub events: events::Events,
+}
+
+impl Server {
+    /// A server over `engine`; call [`Server::watch_running`] once the
+    /// async runtime runs.
+    pub fn new(engine: Engine, registry: Arc<berth_image::registry::Registry>) -> Server {
+        Server { engine, registry, execs: Default::default(), events: Default::default() }
+    }
+
+    /// Starts exit watchers for containers already running (live restore).
+    pub fn watch_running(self: &Arc<Self>) {
+        for c in self.engine.list().unwrap_or_default() {
+            if c.state.status == berth_engine::record::Status::Running {
+                events::watch(self.clone(), c.record.id, c.state.finished_at);
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for Server {
@@ -60,6 +81,7 @@ pub fn router(engine: AppState) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::stream))
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))
         .route("/containers/prune", post(containers::prune))

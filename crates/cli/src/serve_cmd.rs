@@ -95,13 +95,14 @@ pub fn main(a: ServeArgs) -> i32 {
     }
     let registry =
         Arc::new(Registry::new(RegistryOptions { insecure: a.insecure_registry.clone(), ..Default::default() }));
-    let server = Arc::new(berth_api::Server { engine, registry, execs: Default::default() });
+    let server = Arc::new(berth_api::Server::new(engine, registry));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
     let to_bind = sockets.clone();
     let code = rt.block_on(async move {
+        server.watch_running();
         let mut tasks = tokio::task::JoinSet::new();
         for path in &to_bind {
             let l = match bind(path) {

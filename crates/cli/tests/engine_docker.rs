@@ -476,3 +476,41 @@ fn python_docker_sdk() {
     );
     assert!(text(&o.stdout).contains("sdk e2e ok"));
 }
+
+#[test]
+fn events_with_since_until_and_filters() {
+    let Some(d) = Daemon::start() else { return };
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    assert_eq!(d.run(&["run", "--name", "evt", "busybox", "sh", "-c", "exit 2"]).status.code(), Some(2));
+    d.ok(&["rm", "evt"]);
+    d.ok(&["run", "--rm", "--name", "other", "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let until = (now + 1).to_string();
+    let since = t0.to_string();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evt",
+        "--format",
+        "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}",
+    ]);
+    let actions: Vec<&str> = out.lines().map(|l| l.trim().trim_end_matches(" <no value>")).collect();
+    assert_eq!(actions, vec!["create", "start", "die 2", "destroy"], "{out}");
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "event=destroy",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["evt", "other"], "{out}");
+}

@@ -647,8 +647,8 @@ impl Monitor {
                 self.clients.push(Client { sock, stdin, stdout, stderr });
             }
             Request::Wait => {
-                if self.exit.is_some() && self.outputs.is_empty() {
-                    reply(&mut sock, serde_json::json!({"StatusCode": self.state.exit_code}));
+                if let (Some(code), true) = (self.exit, self.outputs.is_empty()) {
+                    reply(&mut sock, serde_json::json!({"StatusCode": code}));
                 } else {
                     self.waiters.push(sock);
                 }

@@ -103,6 +103,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An image archive (`load`) or layout is malformed or hostile: a path
+    /// escaping the archive, a missing or oversized file, bad JSON.
+    #[error("invalid image archive: {reason}")]
+    BadArchive {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No such image in the local store.
     #[error("no such image: {0}")]
     ImageNotFound(String),
