@@ -262,11 +262,12 @@ pub async fn remove(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let force = truthy(q.get("force"));
+    let remove_volumes = truthy(q.get("v"));
     let e2 = engine.clone();
     let c = blocking(move || {
         let c = e2.resolve(&id)?;
         remember_code(&c.record.id, e2.current_state(&c.record.id).exit_code);
-        e2.remove(&c.record.id, force)?;
+        e2.remove_with_volumes(&c.record.id, force, remove_volumes)?;
         Ok(c)
     })
     .await?;
@@ -487,7 +488,7 @@ pub async fn inspect(State(engine): State<AppState>, Path(id): Path<String>) -> 
                     "MergedDir": paths.rootfs(),
                 },
             },
-            "Mounts": [],
+            "Mounts": engine.mount_points(r),
             "Config": config,
             "NetworkSettings": {
                 "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},

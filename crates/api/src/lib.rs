@@ -13,6 +13,7 @@
 //! - [`containers`]: create, start, stop, kill, wait, attach, logs, rm, ps, inspect.
 //! - [`images`]: list, inspect, pull, tag, remove, history.
 //! - [`events`]: the event stream (`/events`) and the per-container exit watchers.
+//! - [`volumes`]: named volumes.
 //! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
 pub mod containers;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod system;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -99,6 +101,10 @@ pub fn router(engine: AppState) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull))
         .route("/images/{*rest}", get(images::get_dispatch).delete(images::delete).post(images::post_dispatch))

@@ -124,6 +124,10 @@ pub enum ImageCommand {
     History(crate::history_cmd::HistoryArgs),
     /// Import the contents from a tarball to create a filesystem image.
     Import(crate::import_cmd::ImportArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(crate::archive_cmd::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(crate::archive_cmd::LoadArgs),
 }
 
 /// Opens the image store under `--root`.
@@ -160,6 +164,8 @@ pub fn image(args: &StoreArgs, cmd: ImageCommand) -> i32 {
         ImageCommand::Push(a) => crate::registry_cmd::push(args, a),
         ImageCommand::History(a) => crate::history_cmd::history(args, a),
         ImageCommand::Import(a) => crate::import_cmd::import(args, a),
+        ImageCommand::Save(a) => crate::archive_cmd::save(args, a),
+        ImageCommand::Load(a) => crate::archive_cmd::load(args, a),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `berth pull`, `images`, `image …`, `tag`, `rmi`: the image store.
 //! - further verbs (daemon, docker-style client) arrive with later issues.
 
+mod archive_cmd;
 mod history_cmd;
 mod image_cmd;
 mod import_cmd;
@@ -51,6 +52,10 @@ enum Command {
     History(history_cmd::HistoryArgs),
     /// Import the contents from a tarball to create a filesystem image.
     Import(import_cmd::ImportArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(archive_cmd::SaveArgs),
+    /// Load an image from a tar archive or STDIN.
+    Load(archive_cmd::LoadArgs),
     /// Manage berth.
     #[command(subcommand)]
     System(system_cmd::SystemCommand),
@@ -86,6 +91,8 @@ fn main() {
             Command::Logout(a) => registry_cmd::logout(a),
             Command::History(a) => history_cmd::history(&cli.store, a),
             Command::Import(a) => import_cmd::import(&cli.store, a),
+            Command::Save(a) => archive_cmd::save(&cli.store, a),
+            Command::Load(a) => archive_cmd::load(&cli.store, a),
             Command::System(c) => system_cmd::system(&cli.store, c),
             Command::Monitor(a) => monitor_cmd::main(a),
             Command::Serve(a) => serve_cmd::main(a),

@@ -514,3 +514,55 @@ fn events_with_since_until_and_filters() {
     ]);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["evt", "other"], "{out}");
 }
+
+#[test]
+fn volumes_binds_and_tmpfs() {
+    let Some(d) = Daemon::start() else { return };
+    d.ok(&["volume", "create", "--label", "k=v", "data"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "data");
+    assert_eq!(d.ok(&["volume", "inspect", "-f", "{{.Driver}} {{.Labels.k}}", "data"]).trim(), "local v");
+    d.ok(&["run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f"]);
+    assert_eq!(d.ok(&["run", "--rm", "-v", "data:/data:ro", "busybox", "cat", "/data/f"]), "kept\n");
+    let o = d.run(&["run", "--rm", "-v", "data:/data:ro", "busybox", "touch", "/data/g"]);
+    assert_ne!(o.status.code(), Some(0), "a read-only volume was writable");
+    // Created on demand, filled from the image (copy-up).
+    assert!(d.ok(&["run", "--rm", "-v", "etc:/etc", "busybox", "ls", "/etc"]).contains("passwd"));
+    let mp = d.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "etc"]);
+    assert!(Path::new(mp.trim()).join("passwd").exists(), "copy-up did not fill {mp}");
+    // In use: refused.
+    d.ok(&["create", "--name", "user", "-v", "data:/data", "busybox", "true"]);
+    let o = d.run(&["volume", "rm", "data"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("volume is in use"), "{}", text(&o.stderr));
+    d.ok(&["rm", "user"]);
+    d.ok(&["volume", "rm", "data"]);
+    // Anonymous volume, shown by inspect, removed by rm -v.
+    d.ok(&["run", "--name", "anon", "-v", "/scratch", "busybox", "sh", "-c", "echo x > /scratch/y"]);
+    assert_eq!(d.inspect("anon", "{{(index .Mounts 0).Type}} {{(index .Mounts 0).Destination}}"), "volume /scratch");
+    let before = d.ok(&["volume", "ls", "-q"]).lines().count();
+    d.ok(&["rm", "-v", "anon"]);
+    assert_eq!(d.ok(&["volume", "ls", "-q"]).lines().count(), before - 1);
+    // Bind mounts (read-only honoured) and tmpfs.
+    let host = d.tmp.path().join("hostdir");
+    std::fs::create_dir(&host).expect("mkdir");
+    std::fs::write(host.join("hello"), "from host").expect("write");
+    let bind = format!("{}:/h:ro", host.display());
+    assert_eq!(d.ok(&["run", "--rm", "-v", &bind, "busybox", "cat", "/h/hello"]), "from host");
+    assert_ne!(d.run(&["run", "--rm", "-v", &bind, "busybox", "touch", "/h/x"]).status.code(), Some(0));
+    let mounts = d.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=tmpfs,dst=/t",
+        "--tmpfs",
+        "/u:size=1m",
+        "busybox",
+        "cat",
+        "/proc/mounts",
+    ]);
+    assert!(
+        mounts.lines().any(|l| l.contains(" /t tmpfs ")) && mounts.lines().any(|l| l.contains(" /u tmpfs ")),
+        "{mounts}"
+    );
+    d.ok(&["volume", "prune", "-f", "--all"]);
+}

@@ -24,7 +24,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::monitor::{self, Ready, Request};
 use crate::paths::{ContainerPaths, Paths};
 use crate::record::{ContainerRecord, RunState, Status};
-use crate::{client, spec, user};
+use crate::volumes::{Volume, Volumes};
+use crate::{client, mounts, spec, user};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -41,6 +42,7 @@ pub struct Engine {
     cfg: EngineConfig,
     images: ImageStore,
     db: ContainerDb,
+    volumes: Volumes,
     /// Serializes operations that change a container's lifecycle (start,
     /// remove), so two requests cannot mount or spawn twice.
     lifecycle: Mutex<()>,
@@ -195,7 +197,8 @@ impl Engine {
         }
         let images = ImageStore::open(&cfg.paths.root)?;
         let db = ContainerDb::open(&cfg.paths.root)?;
-        Ok(Engine { cfg, images, db, lifecycle: Mutex::new(()), pending_attach: Mutex::new(HashMap::new()) })
+        let volumes = Volumes::open(&cfg.paths.root)?;
+        Ok(Engine { cfg, images, db, volumes, lifecycle: Mutex::new(()), pending_attach: Mutex::new(HashMap::new()) })
     }
 
     /// The image store.
@@ -315,7 +318,7 @@ impl Engine {
             }
         };
         let paths = self.container_paths(&id);
-        let record = ContainerRecord {
+        let mut record = ContainerRecord {
             id: id.clone(),
             name,
             created: berth_runtime::state::now_rfc3339(),
@@ -325,7 +328,24 @@ impl Engine {
             host_config: host,
             log_path: paths.log().to_string_lossy().into_owned(),
             layers: image.layers.iter().map(|l| l.chain_id.to_string()).collect(),
+            anon_volumes: HashMap::new(),
         };
+        for target in mounts::anonymous_targets(&record) {
+            record.anon_volumes.insert(target, random_id()?);
+        }
+        for m in record.host_config.mounts.iter().flatten() {
+            let is_volume = m.typ.map(|t| t.to_string()).as_deref() == Some("volume");
+            if let (true, Some(t), None | Some("")) = (is_volume, m.target.clone(), m.source.as_deref()) {
+                record.anon_volumes.insert(t, random_id()?);
+            }
+        }
+        // Named volumes are created on demand, anonymous ones now; the
+        // mount list is checked before anything is stored.
+        for name in mounts::volume_names(&record) {
+            let anonymous = record.anon_volumes.values().any(|v| *v == name);
+            self.volumes.create(&name, HashMap::new(), anonymous)?;
+        }
+        mounts::mount_points(&record, &self.volumes)?;
         let result = (|| {
             for d in [paths.rootfs(), paths.upper(), paths.work()] {
                 std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
@@ -384,12 +404,23 @@ impl Engine {
                     berth_runtime::inroot::RootDir::open(&rootfs).ctx(|| format!("opening {}", rootfs.display()))?;
                 root.mkdir_all(Path::new(wd)).ctx(|| format!("creating working directory {wd}"))?;
             }
+            let points = mounts::mount_points(&rec, &self.volumes)?;
+            for m in &points {
+                if m.typ == "bind" && !Path::new(&m.source).exists() {
+                    // Docker creates a missing `-v` source as a directory.
+                    std::fs::create_dir_all(&m.source).ctx(|| format!("creating bind source {}", m.source))?;
+                }
+                if m.typ == "volume" && m.copy_up {
+                    crate::volumes::copy_up(&rootfs, &m.destination, Path::new(&m.source))?;
+                }
+            }
             let oci = spec::build(&spec::SpecInput {
                 id: &rec.id,
                 config: &rec.config,
                 host: &rec.host_config,
                 paths: &paths,
                 user: &user,
+                mounts: &points,
             })?;
             let json = serde_json::to_vec_pretty(&oci).map_err(|e| Error::BadRequest(e.to_string()))?;
             berth_runtime::state::write_atomic(&paths.bundle().join("config.json"), &json, 0o600)?;
@@ -541,7 +572,22 @@ impl Engine {
         Ok(self.current_state(&c.record.id).exit_code)
     }
 
-    /// `docker rm`: refuses a running container unless `force` (which kills it).
+    /// `docker rm`: refuses a running container unless `force` (which
+    /// kills it); with `volumes`, also its anonymous volumes.
+    pub fn remove_with_volumes(&self, id: &str, force: bool, volumes: bool) -> Result<()> {
+        let c = self.resolve(id)?;
+        self.remove(&c.record.id, force)?;
+        if volumes {
+            for name in c.record.anon_volumes.values() {
+                if self.volume_users(name)?.is_empty() {
+                    let _ = self.volumes.remove(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `docker rm` without `-v`.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
         let c = self.resolve(id)?;
         let rid = c.record.id.clone();
@@ -568,6 +614,66 @@ impl Engine {
         self.db.remove(&rid)?;
         std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
         Ok(())
+    }
+
+    /// Containers using the volume `name`.
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .list()?
+            .into_iter()
+            .filter(|r| mounts::volume_names(r).iter().any(|v| v == name))
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// `docker volume create`.
+    pub fn volume_create(&self, name: Option<&str>, labels: HashMap<String, String>) -> Result<Volume> {
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => self.volumes.create(n, labels, false),
+            None => self.volumes.create(&random_id()?, labels, true),
+        }
+    }
+
+    /// `docker volume ls`.
+    pub fn volume_list(&self) -> Result<Vec<Volume>> {
+        self.volumes.list()
+    }
+
+    /// `docker volume inspect`.
+    pub fn volume_get(&self, name: &str) -> Result<Volume> {
+        self.volumes.get(name)?.ok_or_else(|| Error::NoSuchVolume(name.to_string()))
+    }
+
+    /// `docker volume rm`: refused while a container uses it (even with
+    /// `force`, as Docker: force only ignores a missing volume).
+    pub fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
+        if self.volumes.get(name)?.is_none() {
+            return if force { Ok(()) } else { Err(Error::NoSuchVolume(name.to_string())) };
+        }
+        let users = self.volume_users(name)?;
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!("remove {name}: volume is in use - [{}]", users.join(", "))));
+        }
+        self.volumes.remove(name)
+    }
+
+    /// `docker volume prune`: removes unused anonymous volumes (all unused
+    /// ones with `all`); returns the names removed.
+    pub fn volume_prune(&self, all: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for v in self.volumes.list()? {
+            if (all || v.anonymous) && self.volume_users(&v.name)?.is_empty() {
+                self.volumes.remove(&v.name)?;
+                out.push(v.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container's mounts (for inspect).
+    pub fn mount_points(&self, rec: &ContainerRecord) -> Vec<mounts::MountPoint> {
+        mounts::mount_points(rec, &self.volumes).unwrap_or_default()
     }
 
     /// Whether an image is used by any container (for `rmi`).

@@ -10,6 +10,9 @@ pub enum Error {
     /// No such image (404).
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// No such volume (404).
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     /// The request conflicts with the current state (409), e.g. a name in use.
     #[error("{0}")]
     Conflict(String),
@@ -43,7 +46,7 @@ impl Error {
     /// The HTTP status Docker uses for this kind of error.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchImage(_) => 404,
+            Error::NoSuchContainer(_) | Error::NoSuchImage(_) | Error::NoSuchVolume(_) => 404,
             Error::Image(berth_image::Error::ImageNotFound(_)) => 404,
             Error::Conflict(_) | Error::Image(berth_image::Error::Conflict(_)) => 409,
             Error::BadRequest(_) => 400,

@@ -10,6 +10,7 @@
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
 //!   defaults (caps, seccomp, masked paths).
 //! - [`user`]: `--user` resolved against the image's passwd/group.
+//! - [`volumes`], [`mounts`]: named/anonymous volumes, binds, tmpfs.
 //! - [`logs`]: the json-file log format, writer and reader.
 //! - [`record`], [`db`], [`paths`]: what is stored, and where.
 //!
@@ -22,10 +23,12 @@ pub mod error;
 pub mod exec;
 pub mod logs;
 pub mod monitor;
+pub mod mounts;
 pub mod paths;
 pub mod record;
 pub mod spec;
 pub mod user;
+pub mod volumes;
 
 pub use engine::Engine;
 pub use error::{Error, Result};

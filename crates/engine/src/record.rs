@@ -34,6 +34,9 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// The image's layer chain ids, base first (the overlay's lower dirs).
     pub layers: Vec<String>,
+    /// Anonymous volumes made for this container: target → volume name.
+    #[serde(default)]
+    pub anon_volumes: std::collections::HashMap<String, String>,
 }
 
 /// Docker's container statuses.

@@ -3,8 +3,6 @@
 //! read-only /proc paths, device rules, /etc/hosts, /etc/hostname and
 //! /etc/resolv.conf bind-mounted from the container's directory.
 
-use std::path::Path;
-
 use berth_runtime::seccomp::{from_docker_profile, DOCKER_DEFAULT_CAPS, DOCKER_DEFAULT_PROFILE};
 use bollard_stubs::models::{ContainerConfig, HostConfig};
 use serde_json::{json, Value};
@@ -124,47 +122,6 @@ fn no_new_privileges(host: &HostConfig) -> bool {
     })
 }
 
-/// Splits `-v SRC:DST[:OPTS]` into a bind mount (host path sources only;
-/// named volumes arrive with volume support).
-fn bind_mount(spec: &str) -> Result<Value> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, opts) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, o] => (*s, *d, *o),
-        _ => return Err(Error::BadRequest(format!("invalid volume specification: '{spec}'"))),
-    };
-    if !src.starts_with('/') {
-        return Err(Error::BadRequest(format!(
-            "invalid volume specification: '{spec}': named volumes are not supported yet; use an absolute host path"
-        )));
-    }
-    if !dst.starts_with('/') {
-        return Err(Error::BadRequest(format!("invalid volume specification: '{spec}': mount path must be absolute")));
-    }
-    if !Path::new(src).exists() {
-        // Docker creates a missing bind source as a directory.
-        std::fs::create_dir_all(src).map_err(|e| Error::BadRequest(format!("creating bind source {src}: {e}")))?;
-    }
-    let mut options = vec!["rbind".to_string()];
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" | "rw" => options.push(o.into()),
-            "z" | "Z" => {}
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => options.push(o.into()),
-            "nocopy" => {}
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "invalid volume specification: '{spec}': unknown option {other:?}"
-                )))
-            }
-        }
-    }
-    if !options.iter().any(|o| o.ends_with("private") || o.ends_with("shared") || o.ends_with("slave")) {
-        options.push("rprivate".into());
-    }
-    Ok(json!({"destination": dst, "type": "bind", "source": src, "options": options}))
-}
-
 /// `--ulimit` → OCI rlimits.
 fn rlimits(host: &HostConfig) -> Result<Vec<Value>> {
     let mut out = Vec::new();
@@ -260,11 +217,13 @@ pub struct SpecInput<'a> {
     pub paths: &'a ContainerPaths,
     /// The resolved user.
     pub user: &'a ResolvedUser,
+    /// Binds, volumes and tmpfs mounts.
+    pub mounts: &'a [crate::mounts::MountPoint],
 }
 
 /// Builds the OCI config.json for a container.
 pub fn build(input: &SpecInput<'_>) -> Result<Value> {
-    let SpecInput { id, config, host, paths, user } = input;
+    let SpecInput { id, config, host, paths, user, mounts } = input;
     let args = argv(config);
     if args.is_empty() {
         return Err(Error::BadRequest("no command specified".into()));
@@ -311,36 +270,31 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value> {
     if let Some(d) = config.domainname.clone().filter(|d| !d.is_empty()) {
         spec["domainname"] = json!(d);
     }
-    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    let mut mounts_json = spec["mounts"].as_array().cloned().unwrap_or_default();
     if privileged {
         // sysfs and cgroups writable, as Docker does for --privileged.
-        for m in mounts.iter_mut() {
+        for m in mounts_json.iter_mut() {
             if let Some(opts) = m["options"].as_array_mut() {
                 opts.retain(|o| o != "ro");
             }
         }
     }
     let shm = host.shm_size.filter(|s| *s > 0).unwrap_or(64 * 1024 * 1024);
-    for m in mounts.iter_mut() {
+    for m in mounts_json.iter_mut() {
         if m["destination"] == "/dev/shm" {
             m["options"] = json!(["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]);
         }
     }
     for name in ["hosts", "hostname", "resolv.conf"] {
-        mounts.push(json!({
+        mounts_json.push(json!({
             "destination": format!("/etc/{name}"), "type": "bind", "source": paths.etc_file(name),
             "options": ["rbind", "rprivate"],
         }));
     }
-    for (dst, opts) in host.tmpfs.iter().flatten() {
-        let mut o = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
-        o.extend(opts.split(',').filter(|s| !s.is_empty()).map(str::to_string));
-        mounts.push(json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": o}));
+    for m in *mounts {
+        mounts_json.push(crate::mounts::oci_mount(m));
     }
-    for b in host.binds.iter().flatten() {
-        mounts.push(bind_mount(b)?);
-    }
-    spec["mounts"] = json!(mounts);
+    spec["mounts"] = json!(mounts_json);
     let mut linux = json!({
         "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
         "cgroupsPath": format!("/berth/{id}"),
@@ -382,12 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn binds_and_limits_are_checked() {
-        assert!(bind_mount("relative:/x").is_err());
-        assert!(bind_mount("/tmp:relative").is_err());
-        assert!(bind_mount("/tmp:/x:bogus").is_err());
-        let m = bind_mount("/tmp:/x:ro").expect("bind");
-        assert_eq!(m["options"], json!(["rbind", "ro", "rprivate"]));
+    fn limits_are_checked() {
         let mut h = HostConfig { memory: Some(1024), ..Default::default() };
         assert!(resources(&h).is_err());
         h.memory = Some(64 << 20);

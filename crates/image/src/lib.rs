@@ -17,12 +17,15 @@
 //! - [`store`]: the facade users drive: pull, resolve, tag, gc.
 //! - [`push`]: uploading a stored image to a registry.
 //! - [`import`]: a rootfs tarball becomes an image (`import --change`).
+//! - [`archive`]: `save`/`load` of docker-archive, oci-archive and OCI
+//!   layout directories.
 //! - [`history`]: an image's history with layer sizes.
 //! - [`docker_view`]: Docker-shaped inspect and rmi, shared by CLI and API.
 //!
 //! Library code is synchronous except [`registry`] (tokio); callers in an
 //! async context run store and unpack work on blocking threads.
 
+pub mod archive;
 pub mod content;
 pub mod digest;
 pub mod docker_config;
