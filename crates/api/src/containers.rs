@@ -706,3 +706,184 @@ pub async fn attach(
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     Ok(resp)
 }
+
+/// `POST /containers/{id}/pause`.
+pub async fn pause(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let e2 = s.clone();
+    let c = blocking(move || {
+        e2.pause(&id, true)?;
+        Ok(e2.resolve(&id)?)
+    })
+    .await?;
+    s.events.container(&c, "pause", &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/unpause`.
+pub async fn unpause(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let e2 = s.clone();
+    let c = blocking(move || {
+        e2.pause(&id, false)?;
+        Ok(e2.resolve(&id)?)
+    })
+    .await?;
+    s.events.container(&c, "unpause", &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/rename?name=`.
+pub async fn rename(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let name = q.get("name").cloned().unwrap_or_default();
+    let e2 = s.clone();
+    let c = blocking(move || {
+        e2.rename(&id, &name)?;
+        Ok(e2.resolve(&name)?)
+    })
+    .await?;
+    s.events.container(&c, "rename", &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /containers/{id}/top?ps_args=`: `ps` on the host, limited to the
+/// container's processes (Docker's way).
+pub async fn top(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let args = q.get("ps_args").cloned().filter(|a| !a.is_empty()).unwrap_or_else(|| "-ef".into());
+    blocking(move || {
+        let pids = s.pids(&id)?;
+        let out = std::process::Command::new("ps")
+            .args(args.split_whitespace())
+            .output()
+            .map_err(|e| ApiError::internal(format!("running ps: {e}")))?;
+        if !out.status.success() {
+            return Err(ApiError::internal(format!("ps: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let header: Vec<String> = lines.next().unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let pid_col = header
+            .iter()
+            .position(|h| h == "PID")
+            .ok_or_else(|| ApiError::internal("Couldn't find PID field in ps output".to_string()))?;
+        let n = header.len();
+        let rows: Vec<Vec<String>> = lines
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let pid: i32 = f.get(pid_col)?.parse().ok()?;
+                if !pids.contains(&pid) || f.len() < n {
+                    return None;
+                }
+                let mut row: Vec<String> = f[..n - 1].iter().map(|x| x.to_string()).collect();
+                row.push(f[n - 1..].join(" "));
+                Some(row)
+            })
+            .collect();
+        Ok(Json(json!({"Titles": header, "Processes": rows})))
+    })
+    .await
+}
+
+/// A `Write` that sends what is written to a response body, for tar
+/// streams produced on a blocking thread.
+struct BodyWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A streamed tar body produced by `f` on a blocking thread.
+fn tar_body(f: impl FnOnce(BodyWriter) + Send + 'static) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || f(BodyWriter(tx)));
+    Body::from_stream(tokio_stream(rx))
+}
+
+fn stat_header(st: &berth_engine::archive::PathStat) -> HeaderValue {
+    use base64::Engine as _;
+    let json = serde_json::to_vec(st).unwrap_or_default();
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(json))
+        .unwrap_or(HeaderValue::from_static(""))
+}
+
+fn archive_path(q: &HashMap<String, String>) -> ApiResult<String> {
+    q.get("path").cloned().filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))
+}
+
+/// `HEAD /containers/{id}/archive?path=`.
+pub async fn archive_head(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let path = archive_path(&q)?;
+    let st = blocking(move || Ok(s.archive_stat(&id, &path)?)).await?;
+    Ok(([("X-Docker-Container-Path-Stat", stat_header(&st))], StatusCode::OK).into_response())
+}
+
+/// `GET /containers/{id}/archive?path=`: a tar of the path.
+pub async fn archive_get(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let path = archive_path(&q)?;
+    let (s2, id2, p2) = (s.clone(), id.clone(), path.clone());
+    let st = blocking(move || Ok(s2.archive_stat(&id2, &p2)?)).await?;
+    let body = tar_body(move |w| {
+        let _ = s.archive_get(&id, &path, w);
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar")),
+            (header::HeaderName::from_static("x-docker-container-path-stat"), stat_header(&st)),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `PUT /containers/{id}/archive?path=`: extracts the tar in the body.
+pub async fn archive_put(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let path = archive_path(&q)?;
+    blocking(move || Ok(s.archive_put(&id, &path, &body[..])?)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /containers/{id}/export`.
+pub async fn export(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let (s2, id2) = (s.clone(), id.clone());
+    blocking(move || Ok(s2.resolve(&id2).map(|_| ())?)).await?;
+    let body = tar_body(move |w| {
+        let _ = s.export(&id, w);
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
+}
+
+/// `GET /containers/{id}/changes`.
+pub async fn changes(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    blocking(move || {
+        let d = s.diff(&id)?;
+        Ok(Json(Value::Array(d.into_iter().map(|(p, k)| json!({"Path": p, "Kind": k})).collect())))
+    })
+    .await
+}

@@ -566,3 +566,67 @@ fn volumes_binds_and_tmpfs() {
     );
     d.ok(&["volume", "prune", "-f", "--all"]);
 }
+
+#[test]
+fn cp_diff_export_pause_rename_top() {
+    let Some(d) = Daemon::start() else { return };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "files",
+        "busybox",
+        "sh",
+        "-c",
+        "ln -s / /up; ln -s ../../../../../ /rel; echo inside > /tmp/in; rm /etc/hostname.bak 2>/dev/null; sleep 1000",
+    ]);
+    d.wait_for("files", "{{.State.Status}}", "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let host = d.tmp.path().join("cp");
+    std::fs::create_dir(&host).expect("mkdir");
+    // Out: a file, and a directory tree.
+    d.ok(&["cp", "files:/tmp/in", host.to_str().expect("utf8")]);
+    assert_eq!(std::fs::read_to_string(host.join("in")).expect("read"), "inside\n");
+    d.ok(&["cp", "files:/etc", host.join("etc").to_str().expect("utf8")]);
+    assert!(host.join("etc/passwd").is_file());
+    // In.
+    std::fs::write(host.join("file"), "from host").expect("write");
+    d.ok(&["cp", host.join("file").to_str().expect("utf8"), "files:/tmp/"]);
+    assert_eq!(d.ok(&["exec", "files", "cat", "/tmp/file"]), "from host");
+    // Symlinks pointing at / (absolute or by ..) resolve inside the container.
+    let marker = format!("berth-cp-escape-{}", std::process::id());
+    std::fs::write(host.join(&marker), "x").expect("write");
+    for link in ["/up/tmp/", "/rel/tmp/"] {
+        d.ok(&["cp", host.join(&marker).to_str().expect("utf8"), &format!("files:{link}")]);
+        assert!(!Path::new("/tmp").join(&marker).exists(), "cp through {link} wrote to the host");
+    }
+    assert_eq!(d.ok(&["exec", "files", "cat", &format!("/tmp/{marker}")]), "x");
+    let out = host.join("shadow-or-not");
+    d.ok(&["cp", "files:/up/etc/passwd", out.to_str().expect("utf8")]);
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    assert_ne!(std::fs::read_to_string(&out).expect("read"), host_passwd, "cp read the host's /etc/passwd");
+    let o = d.run(&["cp", "files:/no/such", host.to_str().expect("utf8")]);
+    assert_ne!(o.status.code(), Some(0));
+    // diff.
+    let diff = d.ok(&["diff", "files"]);
+    assert!(diff.lines().any(|l| l == "A /tmp/in"), "{diff}");
+    assert!(diff.lines().any(|l| l == "A /up"), "{diff}");
+    // top, pause, rename.
+    assert!(d.ok(&["top", "files"]).contains("sleep 1000"));
+    d.ok(&["pause", "files"]);
+    assert_eq!(d.inspect("files", "{{.State.Status}}"), "paused");
+    d.ok(&["unpause", "files"]);
+    assert_eq!(d.inspect("files", "{{.State.Status}}"), "running");
+    d.ok(&["rename", "files", "renamed"]);
+    assert_eq!(d.inspect("renamed", "{{.Name}}"), "/renamed");
+    // export of a stopped container.
+    d.ok(&["stop", "-t", "0", "renamed"]);
+    let tarball = d.tmp.path().join("export.tar");
+    d.ok(&["export", "-o", tarball.to_str().expect("utf8"), "renamed"]);
+    let list = Command::new("tar").arg("-tf").arg(&tarball).output().expect("tar");
+    let names = text(&list.stdout);
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "tmp/in"), "{names}");
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{names}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mounts.contains(&d.root().join("containers").display().to_string()), "export left the rootfs mounted");
+}

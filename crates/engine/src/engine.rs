@@ -182,7 +182,8 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         .map_err(|_| Error::BadRequest(format!("Invalid signal: {s}")))
 }
 
-fn is_mountpoint(p: &Path) -> bool {
+/// Whether `p` is a mount point (its device differs from its parent's).
+pub(crate) fn is_mountpoint(p: &Path) -> bool {
     match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
         (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
         _ => false,
@@ -557,6 +558,51 @@ impl Engine {
                 Err(Error::Conflict(format!("Cannot kill container: {}: container {} is not running", id, c.record.id)))
             }
         }
+    }
+
+    /// `docker pause` / `docker unpause` (cgroup freezer, through the monitor).
+    pub fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let c = self.resolve(id)?;
+        let paths = self.container_paths(&c.record.id);
+        let req = if pause { Request::Pause } else { Request::Unpause };
+        match client::call(&paths, &req, Some(Duration::from_secs(10)))? {
+            Some(_) => Ok(()),
+            None => Err(Error::Conflict(format!("container {} is not running", c.record.id))),
+        }
+    }
+
+    /// `docker rename`.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<()> {
+        let _guard = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.resolve(id)?;
+        let n = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !valid_name(n) {
+            return Err(Error::BadRequest(format!(
+                "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if let Some(other) = self.db.list()?.into_iter().find(|r| r.name == n && r.id != c.record.id) {
+            return Err(Error::Conflict(format!(
+                "Conflict. The container name \"/{n}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                other.id
+            )));
+        }
+        let mut rec = c.record;
+        rec.name = n.to_string();
+        let paths = self.container_paths(&rec.id);
+        let json = serde_json::to_vec(&rec).map_err(|e| Error::BadRequest(e.to_string()))?;
+        berth_runtime::state::write_atomic(&paths.config(), &json, 0o600)?;
+        self.db.update(&rec)
+    }
+
+    /// Host pids of the container's processes (`docker top`).
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let c = self.resolve(id)?;
+        if !matches!(c.state.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!("container {} is not running", c.record.id)));
+        }
+        let rt = berth_runtime::container::Runtime { root: self.cfg.paths.runtime_root(), systemd_cgroup: false };
+        Ok(rt.ps(&c.record.id)?)
     }
 
     /// `docker wait`: blocks until the container's next exit (at once when

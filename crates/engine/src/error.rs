@@ -10,6 +10,9 @@ pub enum Error {
     /// No such image (404).
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// No such path in a container (404).
+    #[error("Could not find the file {0} in container")]
+    NoSuchPath(String),
     /// No such volume (404).
     #[error("get {0}: no such volume")]
     NoSuchVolume(String),
@@ -46,7 +49,7 @@ impl Error {
     /// The HTTP status Docker uses for this kind of error.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchImage(_) | Error::NoSuchVolume(_) => 404,
+            Error::NoSuchContainer(_) | Error::NoSuchImage(_) | Error::NoSuchVolume(_) | Error::NoSuchPath(_) => 404,
             Error::Image(berth_image::Error::ImageNotFound(_)) => 404,
             Error::Conflict(_) | Error::Image(berth_image::Error::Conflict(_)) => 409,
             Error::BadRequest(_) => 400,

@@ -5,6 +5,7 @@
 //!   remove, wait, list, logs, and recovery after a daemon restart.
 //! - [`monitor`]: the `berth monitor` process, one per container: holds
 //!   stdio, writes logs, records exits, restarts; serves a unix socket.
+//! - [`archive`]: cp in/out, export, diff (paths resolved inside the root).
 //! - [`client`]: the daemon's side of that socket.
 //! - [`exec`]: processes run inside a running container.
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
@@ -16,6 +17,7 @@
 //!
 //! Synchronous: the API layer runs engine calls on blocking threads.
 
+pub mod archive;
 pub mod client;
 pub mod db;
 pub mod engine;

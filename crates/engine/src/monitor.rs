@@ -67,6 +67,10 @@ pub enum Request {
         /// Signal number.
         signal: i32,
     },
+    /// Freeze the container (`docker pause`).
+    Pause,
+    /// Thaw it (`docker unpause`).
+    Unpause,
     /// Resize the pty.
     Resize {
         /// Rows.
@@ -657,6 +661,11 @@ impl Monitor {
                 self.state.manually_stopped = true;
                 self.save();
                 if self.exit.is_none() && self.pid > 0 {
+                    if self.state.status == Status::Paused {
+                        // A frozen process cannot act on the signal.
+                        let _ = self.rt.resume(&self.rec.id);
+                        self.state.status = Status::Running;
+                    }
                     let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
                     let _ = nix::sys::signal::kill(Pid::from_raw(self.pid), sig);
                     self.kill_at = match timeout {
@@ -682,6 +691,28 @@ impl Monitor {
                 match nix::sys::signal::kill(Pid::from_raw(self.pid), sig) {
                     Ok(()) => reply(&mut sock, serde_json::json!({"ok": true})),
                     Err(e) => reply(&mut sock, serde_json::json!({"error": e.to_string()})),
+                }
+            }
+            Request::Pause | Request::Unpause => {
+                let pause = req == Request::Pause;
+                let res = if self.exit.is_some() || self.pid <= 0 {
+                    Err(format!("container {} is not running", self.rec.id))
+                } else if pause && self.state.status == Status::Paused {
+                    Err(format!("container {} is already paused", self.rec.id))
+                } else if !pause && self.state.status != Status::Paused {
+                    Err(format!("container {} is not paused", self.rec.id))
+                } else if pause {
+                    self.rt.pause(&self.rec.id).map_err(|e| e.to_string())
+                } else {
+                    self.rt.resume(&self.rec.id).map_err(|e| e.to_string())
+                };
+                match res {
+                    Ok(()) => {
+                        self.state.status = if pause { Status::Paused } else { Status::Running };
+                        self.save();
+                        reply(&mut sock, serde_json::json!({"ok": true}));
+                    }
+                    Err(e) => reply(&mut sock, serde_json::json!({"error": e})),
                 }
             }
             Request::Resize { h, w } => {
