@@ -630,3 +630,52 @@ fn cp_diff_export_pause_rename_top() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!mounts.contains(&d.root().join("containers").display().to_string()), "export left the rootfs mounted");
 }
+
+#[test]
+fn limits_read_only_ulimit_stop_signal() {
+    let Some(d) = Daemon::start() else { return };
+    let memory_v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "limited",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "--cpus",
+            "0.5",
+            "--read-only",
+            "--ulimit",
+            "nofile=256:512",
+            "--stop-signal",
+            "SIGUSR1",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    d.wait_for("limited", "{{.State.Status}}", "running");
+    if memory_v1 {
+        let cg = |ctrl: &str, file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/berth/{id}/{file}")).map(|s| s.trim().to_string())
+        };
+        assert_eq!(cg("memory", "memory.limit_in_bytes").expect("memory limit"), (64u64 << 20).to_string());
+        assert_eq!(cg("pids", "pids.max").expect("pids"), "50");
+        assert_eq!(cg("cpu", "cpu.cfs_quota_us").expect("quota"), "50000");
+    }
+    assert_eq!(d.ok(&["exec", "limited", "sh", "-c", "ulimit -n; ulimit -Hn"]), "256\n512\n");
+    let o = d.run(&["exec", "limited", "touch", "/newfile"]);
+    assert_ne!(o.status.code(), Some(0), "--read-only rootfs was writable");
+    assert!(text(&o.stderr).contains("Read-only file system"), "{}", text(&o.stderr));
+    let o = d.run(&["exec", "limited", "touch", "/tmp/ok"]);
+    assert_ne!(o.status.code(), Some(0), "/tmp is part of the read-only rootfs (no --tmpfs)");
+    // The image's or --stop-signal is what stop sends.
+    d.ok(&["stop", "limited"]);
+    assert_eq!(d.inspect("limited", "{{.State.ExitCode}}"), "0");
+    assert!(d.ok(&["logs", "limited"]).contains("got-usr1"));
+}

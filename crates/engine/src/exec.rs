@@ -75,9 +75,9 @@ impl Engine {
             })?;
             process["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
         }
-        // Limits were applied to the container already.
+        // The container's rlimits apply to its execs too (as Docker); its
+        // OOM score was set on the container already.
         if let Some(p) = process.as_object_mut() {
-            p.remove("rlimits");
             p.remove("oomScoreAdj");
         }
         let dir = self.paths().run_root.join("exec");
