@@ -321,8 +321,13 @@ fn since(t: &str) -> u64 {
 /// Docker's `Status` column: "Up 5 seconds", "Exited (0) 3 minutes ago".
 fn status_text(c: &Container) -> String {
     let st = &c.state;
+    let health = match st.health.as_ref().map(|h| h.status.as_str()) {
+        Some("starting") => " (health: starting)".to_string(),
+        Some(h) => format!(" ({h})"),
+        None => String::new(),
+    };
     match st.status {
-        Status::Running => format!("Up {}", human_duration(since(&st.started_at))),
+        Status::Running => format!("Up {}{health}", human_duration(since(&st.started_at))),
         Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
         Status::Restarting => format!("Restarting ({}) {} ago", st.exit_code, human_duration(since(&st.finished_at))),
         Status::Exited if st.started_at != ZERO_TIME => {
@@ -464,6 +469,7 @@ pub async fn inspect(State(engine): State<AppState>, Path(id): Path<String>) -> 
                 "Error": st.error,
                 "StartedAt": st.started_at,
                 "FinishedAt": st.finished_at,
+                "Health": st.health,
             },
             "Image": r.image_id,
             "ResolvConfPath": paths.etc_file("resolv.conf"),

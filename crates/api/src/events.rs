@@ -108,6 +108,11 @@ impl Events {
 /// last exit time before the start being watched, so an exit that happened
 /// before the watcher got going is still reported.
 pub fn watch(s: AppState, id: String, finished_before: String) {
+    let has_check =
+        s.resolve(&id).is_ok_and(|c| berth_engine::health::check(c.record.config.healthcheck.as_ref()).is_some());
+    if has_check {
+        watch_health(s.clone(), id.clone());
+    }
     tokio::task::spawn_blocking(move || {
         if let Ok(c) = s.resolve(&id) {
             // The exit before this start is not news.
@@ -134,6 +139,32 @@ pub fn watch(s: AppState, id: String, finished_before: String) {
             if let Ok(c) = s.resolve(&id) {
                 s.events.die(&c);
             }
+        }
+    });
+}
+
+/// Publishes `health_status: X` when a running container's health changes.
+fn watch_health(s: AppState, id: String) {
+    tokio::task::spawn_blocking(move || {
+        let mut last: Option<String> = None;
+        loop {
+            let Ok(c) = s.resolve(&id) else { return };
+            if !matches!(
+                c.state.status,
+                berth_engine::record::Status::Running | berth_engine::record::Status::Restarting
+            ) {
+                return;
+            }
+            let now = c.state.health.as_ref().map(|h| h.status.clone());
+            if now != last {
+                if let Some(h) = &now {
+                    if h != "starting" {
+                        s.events.container(&c, &format!("health_status: {h}"), &[]);
+                    }
+                }
+                last = now;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     });
 }

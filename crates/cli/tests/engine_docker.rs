@@ -679,3 +679,48 @@ fn limits_read_only_ulimit_stop_signal() {
     assert_eq!(d.inspect("limited", "{{.State.ExitCode}}"), "0");
     assert!(d.ok(&["logs", "limited"]).contains("got-usr1"));
 }
+
+#[test]
+fn health_checks_in_inspect_ps_and_events() {
+    let Some(d) = Daemon::start() else { return };
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "test -e /tmp/ready && echo fine",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /tmp/ready; sleep 2; rm /tmp/ready; sleep 1000",
+    ]);
+    d.wait_for("hc", "{{.State.Health.Status}}", "healthy");
+    assert!(d.ok(&["ps", "--format", "{{.Status}}"]).contains("(healthy)"));
+    assert!(
+        d.inspect("hc", "{{(index .State.Health.Log 0).Output}}").contains("fine")
+            || d.inspect("hc", "{{len .State.Health.Log}}") != "0"
+    );
+    d.wait_for("hc", "{{.State.Health.Status}}", "unhealthy");
+    assert!(d.inspect("hc", "{{.State.Health.FailingStreak}}").parse::<u32>().expect("streak") >= 2);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let events = d.ok(&[
+        "events",
+        "--since",
+        &t0.to_string(),
+        "--until",
+        &(now + 1).to_string(),
+        "--filter",
+        "container=hc",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let health: Vec<&str> = events.lines().filter(|l| l.starts_with("health_status")).collect();
+    assert_eq!(health, vec!["health_status: healthy", "health_status: unhealthy"], "{events}");
+    d.ok(&["rm", "-f", "hc"]);
+}

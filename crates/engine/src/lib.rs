@@ -8,6 +8,7 @@
 //! - [`archive`]: cp in/out, export, diff (paths resolved inside the root).
 //! - [`client`]: the daemon's side of that socket.
 //! - [`exec`]: processes run inside a running container.
+//! - [`health`]: health checks, run by the monitor.
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
 //!   defaults (caps, seccomp, masked paths).
 //! - [`user`]: `--user` resolved against the image's passwd/group.
@@ -23,6 +24,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod health;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;

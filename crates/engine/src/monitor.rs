@@ -168,6 +168,14 @@ struct Monitor {
     pid: i32,
     exit: Option<i32>,
     kill_at: Option<Instant>,
+    /// The health check, if the container has one.
+    check: Option<crate::health::Check>,
+    /// Its process.json.
+    check_process: std::path::PathBuf,
+    /// A check in flight.
+    check_run: Option<crate::health::Running>,
+    next_check: Option<Instant>,
+    started: Instant,
 }
 
 /// Sends the one answer to the daemon and closes the pipe.
@@ -295,6 +303,7 @@ impl Monitor {
         listener.set_nonblocking(true).ctx(|| "monitor socket".into())?;
         let mut state = load_state(&cp);
         state.monitor_pid = std::process::id() as i32;
+        let rec_health = rec.config.healthcheck.clone();
         Ok(Monitor {
             paths: cp,
             rec,
@@ -314,6 +323,11 @@ impl Monitor {
             pid: 0,
             exit: None,
             kill_at: None,
+            check: crate::health::check(rec_health.as_ref()),
+            check_process: paths.run_root.join("exec").join(format!("{id}-health.json")),
+            check_run: None,
+            next_check: None,
+            started: Instant::now(),
         })
     }
 
@@ -402,6 +416,17 @@ impl Monitor {
         self.state.error.clear();
         self.state.started_at = berth_runtime::state::now_rfc3339();
         self.state.oom_killed = false;
+        self.started = Instant::now();
+        if let Some(c) = self.check.clone() {
+            if let Err(e) = self.write_check_process(&c) {
+                self.note(&format!("health check disabled: {e}"));
+                self.check = None;
+            } else {
+                self.state.health =
+                    Some(crate::health::Health { status: "starting".into(), failing_streak: 0, log: Vec::new() });
+                self.next_check = Some(Instant::now() + c.interval);
+            }
+        }
         self.save();
         self.note(&format!("started pid {pid}"));
         Ok(pid)
@@ -436,7 +461,11 @@ impl Monitor {
     /// One round of the event loop.
     fn step(&mut self, deadline: Option<Instant>) {
         let now = Instant::now();
-        let wake = [deadline, self.kill_at].into_iter().flatten().min();
+        let check_deadline = match (&self.check_run, &self.check) {
+            (Some(r), Some(c)) => Some(Instant::now() + c.timeout.saturating_sub(r.elapsed())),
+            _ => self.next_check,
+        };
+        let wake = [deadline, self.kill_at, check_deadline].into_iter().flatten().min();
         let timeout = match wake {
             Some(t) => PollTimeout::try_from(t.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1)
                 .unwrap_or(PollTimeout::MAX),
@@ -506,6 +535,7 @@ impl Monitor {
         if accept_ready {
             self.accept();
         }
+        self.health_tick();
         if let Some(t) = self.kill_at {
             if Instant::now() >= t && self.exit.is_none() {
                 self.kill_at = None;
@@ -521,6 +551,8 @@ impl Monitor {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(p, code)) if p.as_raw() == self.pid => self.exit = Some(code),
                 Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == self.pid => self.exit = Some(128 + sig as i32),
+                Ok(WaitStatus::Exited(p, code)) if self.is_check(p) => self.check_done(Some(code)),
+                Ok(WaitStatus::Signaled(p, _, _)) if self.is_check(p) => self.check_done(None),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -732,9 +764,76 @@ impl Monitor {
         }
     }
 
+    fn is_check(&self, p: Pid) -> bool {
+        self.check_run.as_ref().is_some_and(|r| r.child.id() as i32 == p.as_raw())
+    }
+
+    /// The check's process: the container's own, with the check's command.
+    fn write_check_process(&self, c: &crate::health::Check) -> Result<()> {
+        let bundle: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.paths.bundle().join("config.json")).ctx(|| "reading config.json".into())?,
+        )
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let mut process = bundle.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(c.argv);
+        process["terminal"] = serde_json::json!(false);
+        if let Some(p) = process.as_object_mut() {
+            p.remove("oomScoreAdj");
+        }
+        if let Some(dir) = self.check_process.parent() {
+            std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let data = serde_json::to_vec(&process).map_err(|e| Error::BadRequest(e.to_string()))?;
+        berth_runtime::state::write_atomic(&self.check_process, &data, 0o600)?;
+        Ok(())
+    }
+
+    /// Starts a due check; kills one past its timeout.
+    fn health_tick(&mut self) {
+        let Some(c) = self.check.clone() else { return };
+        if self.exit.is_some() {
+            return;
+        }
+        if let Some(r) = &mut self.check_run {
+            if r.overdue(c.timeout) {
+                let _ = r.child.kill();
+            }
+            return;
+        }
+        if self.next_check.is_some_and(|t| Instant::now() >= t) {
+            self.next_check = None;
+            let exe = std::path::Path::new("/proc/self/exe");
+            match crate::health::spawn(exe, &self.rt.root, &self.check_process, &self.rec.id) {
+                Ok(r) => self.check_run = Some(r),
+                Err(e) => {
+                    let msg = format!("starting health check: {e}");
+                    self.note(&msg);
+                    self.next_check = Some(Instant::now() + c.interval);
+                }
+            }
+        }
+    }
+
+    /// A check finished (`code` None: killed by its timeout).
+    fn check_done(&mut self, code: Option<i32>) {
+        let (Some(run), Some(c)) = (self.check_run.take(), self.check.clone()) else { return };
+        let timed_out = code.is_none() || run.overdue(c.timeout);
+        let result = run.result(if timed_out { None } else { code });
+        let since = self.started.elapsed();
+        if let Some(h) = &mut self.state.health {
+            crate::health::record(h, result, &c, since);
+        }
+        self.save();
+        self.next_check = Some(Instant::now() + c.interval);
+    }
+
     /// Records an exit; answers waiters; ends attach streams.
     fn on_exit(&mut self, code: i32) {
         let _ = self.log.flush_partial();
+        if let Some(mut r) = self.check_run.take() {
+            let _ = r.child.kill();
+        }
+        self.next_check = None;
         self.note(&format!("exited with {code}"));
         self.state.status = Status::Exited;
         self.state.exit_code = code;

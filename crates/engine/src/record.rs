@@ -102,6 +102,9 @@ pub struct RunState {
     /// Start attempts so far (lets a waiting attach notice a failed start).
     #[serde(default)]
     pub start_attempts: u64,
+    /// Health, for containers with a health check.
+    #[serde(default)]
+    pub health: Option<crate::health::Health>,
 }
 
 /// Docker's zero time, shown for times that never happened.
