@@ -255,6 +255,12 @@ fn run_attached_rm_and_exit_codes() {
     let o = d.run(&["run", "--name", "kept", "busybox", "sh", "-c", "exit 7"]);
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(d.inspect("kept", "{{.State.Status}} {{.State.ExitCode}}"), "exited 7");
+    // Its image cannot be removed while it exists.
+    let o = d.run(&["rmi", "busybox"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("image is being used by"), "{}", text(&o.stderr));
+    d.ok(&["tag", "busybox", "other:1"]);
+    assert!(d.ok(&["rmi", "other:1"]).contains("Untagged: other:1"), "untagging a second name is allowed");
     // stdin with -i.
     let mut c = d.docker(&["run", "-i", "--rm", "busybox", "sh", "-c", "read x; echo got $x"]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
