@@ -125,6 +125,9 @@ pub fn main(a: ServeArgs) -> i32 {
             },
         }
     });
+    // Blocking tasks (exit watchers, log followers) wait on containers that
+    // outlive the daemon: do not wait for them.
+    rt.shutdown_background();
     for s in &sockets {
         let _ = std::fs::remove_file(s);
     }

@@ -114,6 +114,25 @@ impl Daemon {
         std::fs::read_to_string(self.tmp.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// SIGTERM to the daemon; it must exit within 10 s.
+    fn term(&mut self) {
+        let Some(mut c) = self.child.take() else { return };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if c.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("the daemon did not exit on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!self.sock().exists(), "the daemon left its socket behind");
+    }
+
     /// kill -9 of the daemon (containers and monitors stay).
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -417,6 +436,11 @@ fn live_restore_after_kill_9() {
     assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container died with the daemon");
     d.spawn();
     assert_eq!(d.inspect("survivor", "{{.State.Status}} {{.State.Pid}}"), format!("running {pid}"));
+    // A SIGTERM'd daemon exits promptly (its watchers wait on containers
+    // that outlive it) and leaves the container running too.
+    d.term();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container died with the daemon");
+    d.spawn();
     assert!(d.ok(&["logs", "survivor"]).contains("tick"));
     d.ok(&["stop", "survivor"]);
     assert_eq!(d.inspect("survivor", "{{.State.Status}} {{.State.ExitCode}}"), "exited 0");
