@@ -4,8 +4,8 @@
 //!   monitor), `state.json` (run state), `bundle/` (OCI bundle; `rootfs`
 //!   is the overlay mount point), `upper/` + `work/` (the writable layer),
 //!   `<id>-json.log`, `hosts`, `hostname`, `resolv.conf`, `monitor.log`.
-//! - `<run-root>/mon/<id>.sock`: the monitor's socket (kept short: unix
-//!   socket paths are limited to 107 bytes).
+//! - `<run-root>/mon/<first 32 hex of id>.sock`: the monitor's socket
+//!   (kept short: unix socket paths are limited to 107 bytes).
 //! - `<run-root>/runtime/`: the OCI runtime's state root.
 
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ impl Paths {
     pub fn container(&self, id: &str) -> ContainerPaths {
         ContainerPaths {
             dir: self.containers().join(id),
-            socket: self.run_root.join("mon").join(format!("{id}.sock")),
+            // 128 bits of the id: unique, and short enough for deep run roots.
+            socket: self.run_root.join("mon").join(format!("{}.sock", id.get(..32).unwrap_or(id))),
             id: id.to_string(),
         }
     }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The engine against its peers on this machine:
+#  1. `run --rm busybox true`, client to exit: the docker CLI against
+#     `berth serve`, `crun run` of the same rootfs raw, `podman run --rm`,
+#     and `docker run --rm` against dockerd when one can be started here.
+#  2. 50 idle containers (`sleep`): private memory (PSS) per container of
+#     berth's monitors vs podman's conmon, and the daemon's RSS idle and
+#     with 50 containers.
+# Appends a section to bench/RESULTS.md, hyperfine JSON to bench/results/.
+#
+# Usage: bench/engine.sh   (as root)
+# Environment: RUNS=30 WARMUP=3 IDLE=50 NO_BUILD=1 RESULTS=path
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+RUNS=${RUNS:-30}
+WARMUP=${WARMUP:-3}
+IDLE=${IDLE:-50}
+RESULTS=${RESULTS:-$here/RESULTS.md}
+die() { echo "engine-bench: $*" >&2; exit 1; }
+log() { echo "engine-bench: $*" >&2; }
+[ "$(id -u)" = 0 ] || die "must run as root"
+# The daemon is started here but the docker CLI (its client) is timed:
+# berth's own client verbs do not exist yet.
+for t in hyperfine jq docker crun; do command -v "$t" >/dev/null || die "$t not found (scripts/setup)"; done
+
+if [ -z "${NO_BUILD:-}" ]; then (cd "$repo" && cargo build --release --locked -p berth >&2); fi
+BERTH=$repo/target/release/berth
+[ -x "$BERTH" ] || die "$BERTH missing"
+
+work=$(mktemp -d /tmp/berth-engine-bench.XXXXXX)
+daemon=""
+cleanup() {
+  set +e
+  if [ -n "$daemon" ]; then
+    DOCKER_HOST=unix://$work/berth.sock docker rm -f $(DOCKER_HOST=unix://$work/berth.sock docker ps -aq) >/dev/null 2>&1
+    kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
+  fi
+  pkill -f "monitor --root $work/root" 2>/dev/null
+  if [ -x "$work/podman.sh" ]; then
+    "$work/podman.sh" rm -af -t 0 >/dev/null 2>&1
+    "$work/podman.sh" system reset -f >/dev/null 2>&1
+  fi
+  for m in $(findmnt -rn -o TARGET | grep "^$work" | sort -r); do umount -l "$m"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- image
+log "building the busybox image"
+"$repo/scripts/mk-busybox-rootfs" "$work/rootfs" >/dev/null
+tar -C "$work/rootfs" -czf "$work/busybox.tar.gz" .
+"$BERTH" --root "$work/root" import -c 'CMD ["sh"]' "$work/busybox.tar.gz" busybox:latest >/dev/null
+
+"$BERTH" serve --root "$work/root" --run-root "$work/run" -H "unix://$work/berth.sock" 2>"$work/serve.log" &
+daemon=$!
+for _ in $(seq 200); do [ -S "$work/berth.sock" ] && break; sleep 0.05; done
+export DOCKER_HOST=unix://$work/berth.sock
+docker run --rm busybox true || die "berth cannot run a container: $(cat "$work/serve.log")"
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+daemon_idle_kib=$(rss "$daemon")
+
+# crun on the same rootfs.
+mkdir -p "$work/bundle"
+cp -a "$work/rootfs" "$work/bundle/rootfs"
+(cd "$work/bundle" && crun spec >/dev/null)
+jq '.process.terminal=false | .process.args=["true"]' "$work/bundle/config.json" >"$work/c.json" && mv "$work/c.json" "$work/bundle/config.json"
+
+# podman (its default runtime, crun) with the same image, isolated under
+# $work/podman, default ulimits within the host's hard limits (HOST.md).
+podman_ok=""
+pd=$work/podman
+mkdir -p "$pd/tmp"
+nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] || [ "$nofile" -gt 1024 ] && nofile=1024
+printf '[containers]\ndefault_ulimits = ["nofile=%s:%s"]\nnetns = "none"\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' "$nofile" "$nofile" >"$pd/containers.conf"
+printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$pd/storage" "$pd/run" >"$pd/storage.conf"
+cat >"$work/podman.sh" <<WRAP
+#!/bin/sh
+exec env CONTAINERS_CONF=$pd/containers.conf CONTAINERS_STORAGE_CONF=$pd/storage.conf TMPDIR=$pd/tmp \\
+  podman --root $pd/storage --runroot $pd/run --tmpdir $pd/tmp --storage-driver overlay --cgroup-manager=cgroupfs --events-backend=file "\$@"
+WRAP
+chmod +x "$work/podman.sh"
+if command -v podman >/dev/null; then
+  # berth saves the image; podman loads it (the interop tests check this).
+  if "$BERTH" --root "$work/root" save -o "$work/busybox-save.tar" busybox:latest 2>/dev/null &&
+     "$work/podman.sh" load -q -i "$work/busybox-save.tar" >/dev/null 2>&1 &&
+     "$work/podman.sh" run --rm busybox true >/dev/null 2>&1; then
+    podman_ok=1
+  else
+    log "podman could not run the image; not measured"
+  fi
+fi
+
+# ---------------------------------------------------------------- latency
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+json=$here/results/engine-run-$stamp.json
+mkdir -p "$here/results"
+cmds=(-n "berth (docker CLI → berth serve)" "docker run --rm busybox true"
+      -n "crun run (raw)" "crun --root $work/crun-state run --bundle $work/bundle bench")
+if [ -n "$podman_ok" ]; then
+  cmds+=(-n "podman run --rm" "$work/podman.sh run --rm busybox true")
+fi
+log "timing run --rm true ($RUNS runs each)"
+hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}" >&2 ||
+  hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}" >&2
+
+# ---------------------------------------------------------------- memory
+log "starting $IDLE idle containers"
+for i in $(seq "$IDLE"); do docker run -d --name "idle$i" busybox sleep 100000 >/dev/null; done
+sleep 1
+mons=$(pgrep -f "berth monitor .*--root $work/root" || true)
+n=$(echo "$mons" | grep -c . || true)
+total_pss=0
+for p in $mons; do total_pss=$((total_pss + $(pss "$p"))); done
+per_monitor=$((total_pss / (n > 0 ? n : 1)))
+daemon_busy_kib=$(rss "$daemon")
+docker rm -f $(docker ps -aq) >/dev/null
+
+conmon_pss="not measured"
+if [ -n "$podman_ok" ]; then
+  for i in $(seq 10); do "$work/podman.sh" run -d busybox sleep 100000 >/dev/null; done
+  sleep 1
+  cps=$(pgrep -x conmon | head -10)
+  t=0; c=0
+  for p in $cps; do t=$((t + $(pss "$p"))); c=$((c + 1)); done
+  [ "$c" -gt 0 ] && conmon_pss="$((t / c)) KiB (mean of $c)"
+  "$work/podman.sh" rm -af -t 0 >/dev/null 2>&1 || true
+fi
+
+# ---------------------------------------------------------------- report
+row() { jq -r --arg n "$1" '.results[] | select(.command == $n) |
+  "| \(.command) | \(.median*1000|.*100|round/100) | \(.mean*1000|.*100|round/100) ± \(.stddev*1000|.*100|round/100) | \(.min*1000|.*100|round/100) | \(.max*1000|.*100|round/100) |"' "$json"; }
+median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median' "$json"; }
+berth_med=$(median "berth (docker CLI → berth serve)")
+crun_med=$(median "crun run (raw)")
+ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
+{
+  echo
+  echo "## engine — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo
+  echo "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)."
+  echo "Versions: berth $(cd "$repo" && git rev-parse --short HEAD) (release), $(docker version -f 'docker CLI {{.Client.Version}}' 2>/dev/null), $(crun --version | head -1)$( [ -n "$podman_ok" ] && echo ", $(podman --version)")."
+  echo
+  echo "### run --rm busybox true, client to exit ($RUNS runs, hyperfine)"
+  echo
+  echo "| command | median ms | mean ± σ ms | min | max |"
+  echo "|---|---|---|---|---|"
+  row "berth (docker CLI → berth serve)"
+  row "crun run (raw)"
+  [ -n "$podman_ok" ] && row "podman run --rm"
+  echo
+  echo "berth / crun raw = ${ratio}× (target ≤ 1.5×). The berth row includes the docker CLI's own start-up and API round trips (create, attach, wait, start); berth's own CLI client does not exist yet. This script does not start a dockerd (bench/image-pull.sh shows one can run here); docker run was not measured."
+  echo
+  echo "### memory with $IDLE idle containers"
+  echo
+  echo "| what | value | target |"
+  echo "|---|---|---|"
+  echo "| berth monitor PSS per container | ${per_monitor} KiB (mean of $n) | ≤ 1024 KiB |"
+  echo "| podman conmon PSS per container | $conmon_pss | |"
+  echo "| berth serve RSS idle | ${daemon_idle_kib} KiB | ≤ 20 MiB |"
+  echo "| berth serve RSS with $IDLE containers | ${daemon_busy_kib} KiB | |"
+  echo
+  echo "Raw: \`bench/results/$(basename "$json")\`."
+} >>"$RESULTS"
+log "results appended to $RESULTS"
