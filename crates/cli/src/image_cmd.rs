@@ -59,6 +59,72 @@ pub struct ListArgs {
     /// Output format: `json` for one JSON object per line.
     #[arg(long)]
     pub format: Option<String>,
+    /// Filter: `dangling=true|false`, `label=KEY[=VALUE]`,
+    /// `reference=PATTERN` (`*` globs), `before=IMAGE`, `since=IMAGE`; repeatable.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+}
+
+/// A `*` glob over a whole string.
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Docker's `images --filter` for one row (image + one of its names).
+fn filter_matches(
+    store: &ImageStore,
+    filters: &[(String, String)],
+    rec: &ImageRecord,
+    tagged: bool,
+    repo: &str,
+    tag: &str,
+) -> Result<bool, String> {
+    for (k, v) in filters {
+        let ok = match k.as_str() {
+            "dangling" => match v.as_str() {
+                "true" | "1" => !tagged,
+                "false" | "0" => tagged,
+                _ => return Err(format!("invalid filter 'dangling={v}'")),
+            },
+            "label" => {
+                let labels = created_labels(store, rec);
+                match v.split_once('=') {
+                    Some((lk, lv)) => labels.get(lk).and_then(|x| x.as_str()) == Some(lv),
+                    None => labels.get(v.as_str()).is_some(),
+                }
+            }
+            "reference" => tagged && (glob(v, repo) || glob(v, &format!("{repo}:{tag}"))),
+            "before" | "since" => {
+                let other = store.resolve(v).map_err(|_| format!("No such image: {v}"))?;
+                if k == "before" {
+                    rec.added < other.added
+                } else {
+                    rec.added > other.added
+                }
+            }
+            other => return Err(format!("invalid filter '{other}'")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn created_labels(store: &ImageStore, rec: &ImageRecord) -> serde_json::Map<String, serde_json::Value> {
+    store
+        .content()
+        .read(&rec.id)
+        .ok()
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .and_then(|v| v.pointer("/config/Labels").and_then(|l| l.as_object()).cloned())
+        .unwrap_or_default()
 }
 
 /// `berth rmi`.
@@ -393,6 +459,13 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
         Err(code) => return code,
     };
     let filter = a.repository.as_deref().and_then(|r| ImageRef::parse(r).ok().map(|p| (p, r.contains(':'))));
+    let mut filters = Vec::new();
+    for f in &a.filter {
+        match f.split_once('=') {
+            Some((k, v)) => filters.push((k.to_string(), v.to_string())),
+            None => return fail(format!("bad format of filter (expected name=value): {f}")),
+        }
+    }
     let mut rows: Vec<[String; 6]> = Vec::new();
     for (rec, tags) in &list {
         let id = if a.no_trunc { rec.id.to_string() } else { short(&rec.id) };
@@ -404,6 +477,11 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
             tags.iter().map(|t| split_tag(t)).collect()
         };
         for (repo, tag) in names {
+            match filter_matches(&store, &filters, rec, !tags.is_empty(), &repo, &tag) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return fail(e),
+            }
             if let Some((f, with_tag)) = &filter {
                 let frepo = f.familiar();
                 let (frepo_name, ftag) = frepo.rsplit_once(':').map_or((frepo.as_str(), ""), |(r, t)| (r, t));
@@ -533,8 +611,31 @@ pub fn rmi(args: &StoreArgs, a: RmiArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Containers of an engine on this root (none when it has no engine yet).
+    let containers = match berth_engine::db::ContainerDb::open(&args.root) {
+        Ok(db) => match db.list() {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        },
+        Err(e) => return fail(e),
+    };
     let mut code = 0;
     for name in &a.images {
+        if !a.force {
+            if let Ok(rec) = store.resolve(name) {
+                let tags = berth_image::docker_view::tags_of(&store, &rec.id).unwrap_or_default();
+                let by_id = rec.id.hex().starts_with(name.trim_start_matches("sha256:"));
+                let last_name = by_id || tags.len() <= 1;
+                if let Some(c) = containers.iter().find(|c| c.image_id == rec.id.to_string()).filter(|_| last_name) {
+                    code = fail(format!(
+                        "conflict: unable to delete {} (must be forced) - image is being used by container {}",
+                        short(&rec.id),
+                        &c.id[..12]
+                    ));
+                    continue;
+                }
+            }
+        }
         match rmi_one(&store, name, a.force) {
             Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
             Err(e) => {
@@ -596,6 +697,12 @@ pub fn prune(args: &StoreArgs, a: PruneArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("busy*", "busybox") && glob("*box", "busybox") && glob("b*y*x", "busybox"));
+        assert!(!glob("busy", "busybox") && !glob("x*", "busybox"));
+    }
 
     #[test]
     fn human_sizes_like_docker() {

@@ -1,8 +1,9 @@
 //! `berth system …`: `df` (disk usage by images, containers, volumes and
 //! build cache, as Docker's table).
 //!
-//! Containers, volumes and the build cache arrive with the engine; until
-//! then their rows are what this store holds of them: nothing.
+//! Images from the image store; containers from the engine's database on
+//! the same root (their writable layers); volumes and the build cache are
+//! not counted yet.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -58,6 +59,18 @@ fn image_usage(store: &ImageStore, list: &[(berth_image::images::ImageRecord, Ve
     ImageUsage { total: list.len(), active: 0, size, reclaimable: size }
 }
 
+/// Bytes under `dir` (regular files, not following links).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn percent(part: u64, whole: u64) -> String {
     (part * 100).checked_div(whole).map(|p| format!(" ({p}%)")).unwrap_or_default()
 }
@@ -72,7 +85,30 @@ pub fn df(args: &StoreArgs, a: DfArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let u = image_usage(&store, &list);
+    let mut u = image_usage(&store, &list);
+    // Containers of an engine on this root: their images are in use, their
+    // writable layers take space.
+    let engine_paths = berth_engine::paths::Paths { root: args.root.clone(), run_root: std::path::PathBuf::new() };
+    let containers = berth_engine::db::ContainerDb::open(&args.root).and_then(|db| db.list()).unwrap_or_default();
+    let is_running = |id: &str| {
+        berth_engine::monitor::load_state(&engine_paths.container(id)).status == berth_engine::record::Status::Running
+    };
+    let running = containers.iter().filter(|c| is_running(&c.id)).count();
+    let upper_size: u64 = containers.iter().map(|c| dir_size(&engine_paths.container(&c.id).upper())).sum();
+    let stopped_size: u64 = containers
+        .iter()
+        .filter(|c| !is_running(&c.id))
+        .map(|c| dir_size(&engine_paths.container(&c.id).upper()))
+        .sum();
+    let used: std::collections::HashSet<&str> = containers.iter().map(|c| c.image_id.as_str()).collect();
+    u.active = list.iter().filter(|(r, _)| used.contains(r.id.to_string().as_str())).count();
+    let mut used_layers: HashMap<&berth_image::Digest, u64> = HashMap::new();
+    for (rec, _) in list.iter().filter(|(r, _)| used.contains(r.id.to_string().as_str())) {
+        for l in &rec.layers {
+            used_layers.entry(&l.chain_id).or_insert_with(|| store.layer_size(&l.chain_id));
+        }
+    }
+    u.reclaimable = u.size.saturating_sub(used_layers.values().sum());
     let rows = vec![
         vec![
             "Images".to_string(),
@@ -81,7 +117,13 @@ pub fn df(args: &StoreArgs, a: DfArgs) -> i32 {
             human(u.size),
             format!("{}{}", human(u.reclaimable), percent(u.reclaimable, u.size)),
         ],
-        vec!["Containers".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        vec![
+            "Containers".into(),
+            containers.len().to_string(),
+            running.to_string(),
+            human(upper_size),
+            format!("{}{}", human(stopped_size), percent(stopped_size, upper_size)),
+        ],
         vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
         vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
     ];

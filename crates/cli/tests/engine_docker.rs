@@ -754,3 +754,26 @@ fn health_checks_in_inspect_ps_and_events() {
     assert_eq!(health, vec!["health_status: healthy", "health_status: unhealthy"], "{events}");
     d.ok(&["rm", "-f", "hc"]);
 }
+
+#[test]
+fn image_verbs_know_the_engines_containers() {
+    let Some(mut d) = Daemon::start() else { return };
+    d.ok(&["create", "--name", "holder", "busybox", "true"]);
+    // The image verbs open the store directly: stop the daemon first.
+    d.term();
+    let berth_cli = |args: &[&str]| {
+        let mut c = Command::new(berth());
+        c.arg("--root").arg(d.root()).args(args).stdin(Stdio::null());
+        c.output().expect("berth")
+    };
+    let o = berth_cli(&["rmi", "busybox"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("image is being used by container"), "{}", text(&o.stderr));
+    let df = text(&berth_cli(&["system", "df"]).stdout);
+    let row = df.lines().find(|l| l.starts_with("Containers")).expect("Containers row");
+    assert_eq!(row.split_whitespace().nth(1), Some("1"), "{df}");
+    let images_row = df.lines().find(|l| l.starts_with("Images")).expect("Images row");
+    assert_eq!(images_row.split_whitespace().nth(2), Some("1"), "the image is active: {df}");
+    // -f removes it anyway, as docker rmi -f does.
+    assert!(berth_cli(&["rmi", "-f", "busybox"]).status.success());
+}

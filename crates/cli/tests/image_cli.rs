@@ -100,6 +100,30 @@ fn import_with_changes_history_and_df() {
     assert_eq!(&cols[1..3], &["1", "0"], "{df}");
     assert!(cols[3].ends_with("MB"), "{df}");
 
+    // images --filter.
+    let mut c = berth(&root);
+    c.args(["import", "-c", "LABEL tier=web"]).arg(&tarball).arg("webimg:2");
+    ok(c);
+    let list = |filter: &str| {
+        let mut c = berth(&root);
+        c.args(["images", "--format", "{{json .}}", "--filter", filter]);
+        let out = ok(c);
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| format!("{}:{}", v["Repository"].as_str().unwrap_or(""), v["Tag"].as_str().unwrap_or("")))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(list("label=tier=web"), vec!["webimg:2"]);
+    assert_eq!(list("reference=imp*"), vec!["imported:v1"]);
+    assert_eq!(list("dangling=false"), vec!["imported:v1", "webimg:2"]);
+    assert_eq!(list("before=webimg:2"), vec!["imported:v1"]);
+    let mut c = berth(&root);
+    c.args(["images", "--filter", "bogus=1"]);
+    assert_eq!(run(c).status.code(), Some(1));
+
     // A bad change is refused before anything is stored.
     let mut c = berth(&root);
     c.args(["import", "-c", "RUN rm -rf /"]).arg(&tarball);
