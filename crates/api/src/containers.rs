@@ -102,6 +102,9 @@ fn watch_auto_remove(engine: AppState, id: String) {
         }
         if let Ok(c) = engine.resolve(&id) {
             engine.events.die(&c);
+            // A `wait?condition=removed` that never saw it run still
+            // answers with its exit code.
+            remember_code(&id, c.state.exit_code);
             if engine.remove(&id, true).is_ok() {
                 engine.events.container(&c, "destroy", &[]);
                 engine.events.forget(&id);
@@ -218,7 +221,7 @@ fn wait_condition(engine: &berth_engine::Engine, c: &Container, condition: &str)
         if !exists {
             // Removed (the last exit code went with it; the wait of the
             // removal path already reported it).
-            return i64::from(c.state.exit_code.max(engine_last_code(engine, &id)));
+            return i64::from(last_code(&id).unwrap_or(c.state.exit_code));
         }
         let st = engine.current_state(&id);
         let restarted = st.started_at != first_start && st.started_at != ZERO_TIME;
@@ -251,8 +254,9 @@ fn remember_code(id: &str, code: i32) {
     }
 }
 
-fn engine_last_code(_engine: &berth_engine::Engine, id: &str) -> i32 {
-    LAST_CODES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(i, _)| i == id).map_or(0, |(_, c)| *c)
+/// The exit code recorded when `id` was removed.
+fn last_code(id: &str) -> Option<i32> {
+    LAST_CODES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(i, _)| i == id).map(|(_, c)| *c)
 }
 
 /// `DELETE /containers/{id}?force=&v=`.
