@@ -296,24 +296,6 @@ pub async fn prune(State(engine): State<AppState>) -> ApiResult<impl IntoRespons
     .await
 }
 
-/// go-units' HumanDuration.
-pub fn human_duration(s: u64) -> String {
-    let (m, h) = (s / 60, (s as f64 / 3600.0).round() as u64);
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
-    }
-}
-
 fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -331,11 +313,19 @@ fn status_text(c: &Container) -> String {
         None => String::new(),
     };
     match st.status {
-        Status::Running => format!("Up {}{health}", human_duration(since(&st.started_at))),
-        Status::Paused => format!("Up {} (Paused)", human_duration(since(&st.started_at))),
-        Status::Restarting => format!("Restarting ({}) {} ago", st.exit_code, human_duration(since(&st.finished_at))),
+        Status::Running => format!("Up {}{health}", berth_image::docker_view::human_duration(since(&st.started_at))),
+        Status::Paused => format!("Up {} (Paused)", berth_image::docker_view::human_duration(since(&st.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            st.exit_code,
+            berth_image::docker_view::human_duration(since(&st.finished_at))
+        ),
         Status::Exited if st.started_at != ZERO_TIME => {
-            format!("Exited ({}) {} ago", st.exit_code, human_duration(since(&st.finished_at)))
+            format!(
+                "Exited ({}) {} ago",
+                st.exit_code,
+                berth_image::docker_view::human_duration(since(&st.finished_at))
+            )
         }
         Status::Exited | Status::Created => "Created".into(),
         Status::Removing => "Removal In Progress".into(),
@@ -707,6 +697,12 @@ pub async fn attach(
         let _ = cw.shutdown().await;
         input.abort();
     });
+    Ok(upgraded_response(tty))
+}
+
+/// Docker's answer to a hijack: 101 UPGRADED to a raw (tty) or
+/// multiplexed stream.
+pub fn upgraded_response(tty: bool) -> Response {
     let ctype = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -714,7 +710,7 @@ pub async fn attach(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(resp)
+    resp
 }
 
 /// `POST /containers/{id}/pause`.

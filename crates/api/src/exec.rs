@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_engine::exec::ExecConfig;
@@ -259,12 +258,5 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
         let _ = cw.shutdown().await;
         input.abort();
     });
-    let ctype = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(resp)
+    Ok(crate::containers::upgraded_response(tty))
 }

@@ -411,45 +411,13 @@ pub(crate) fn created_of(store: &ImageStore, rec: &ImageRecord) -> Option<String
 pub(crate) fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(parse_rfc3339) else { return "N/A".into() };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format!("{} ago", human_duration(now.saturating_sub(t)))
-}
-
-/// go-units' HumanDuration, which Docker uses for ages.
-fn human_duration(s: u64) -> String {
-    let (m, h) = (s / 60, (s as f64 / 3600.0).round() as u64);
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
-        _ => format!("{} years", h / 24 / 365),
-    }
+    format!("{} ago", berth_image::docker_view::human_duration(now.saturating_sub(t)))
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC-ish timestamp (fractions and
 /// offsets ignored beyond the date and time).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let hms: Vec<i64> = time.get(..8)?.split(':').filter_map(|x| x.parse().ok()).collect();
-    if hms.len() != 3 {
-        return None;
-    }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]).ok()
+    berth_engine::logs::parse_time(s).map(|t| t as u64)
 }
 
 /// `berth images`.
@@ -710,21 +678,6 @@ mod tests {
         assert_eq!(human(1_234), "1.23kB");
         assert_eq!(human(4_261_000), "4.26MB");
         assert_eq!(human(123_456_789), "123MB");
-    }
-
-    #[test]
-    fn ages_like_docker() {
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(1), "1 second");
-        assert_eq!(human_duration(59), "59 seconds");
-        assert_eq!(human_duration(90), "About a minute");
-        assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(3600), "About an hour");
-        assert_eq!(human_duration(5 * 3600), "5 hours");
-        assert_eq!(human_duration(3 * 86_400), "3 days");
-        assert_eq!(human_duration(20 * 86_400), "2 weeks");
-        assert_eq!(human_duration(100 * 86_400), "3 months");
-        assert_eq!(human_duration(800 * 86_400), "2 years");
     }
 
     #[test]

@@ -20,6 +20,25 @@ pub fn familiar(full: &str) -> String {
     }
 }
 
+/// go-units' HumanDuration, which Docker uses for ages ("About a minute",
+/// "3 days").
+pub fn human_duration(s: u64) -> String {
+    let (m, h) = (s / 60, (s as f64 / 3600.0).round() as u64);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
 /// The tags pointing at an image, full form.
 pub fn tags_of(store: &ImageStore, id: &crate::Digest) -> Result<Vec<String>> {
     Ok(store.db().list()?.into_iter().find(|(r, _)| r.id == *id).map(|(_, t)| t).unwrap_or_default())
@@ -92,4 +111,24 @@ pub fn remove(store: &ImageStore, name: &str, force: bool) -> Result<Vec<Removed
     store.db().delete(&rec.id)?;
     out.push(Removed::Deleted(rec.id.to_string()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_like_docker() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(human_duration(20 * 86_400), "2 weeks");
+        assert_eq!(human_duration(100 * 86_400), "3 months");
+        assert_eq!(human_duration(800 * 86_400), "2 years");
+    }
 }
