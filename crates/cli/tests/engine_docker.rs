@@ -379,6 +379,9 @@ fn docker_default_sandbox_and_privileged() {
     assert_eq!(d.ok(&["run", "--rm", "busybox", "cat", "/proc/interrupts"]), "");
     assert!(!d.ok(&["run", "--rm", "--privileged", "busybox", "cat", "/proc/interrupts"]).is_empty());
     assert_eq!(d.ok(&["run", "--rm", "--hostname", "h1", "busybox", "cat", "/etc/hostname"]), "h1\n");
+    // Loopback is up, as with Docker's none network.
+    let lo = d.ok(&["run", "--rm", "busybox", "ip", "addr", "show", "lo"]);
+    assert!(lo.contains("UP") && lo.contains("127.0.0.1"), "{lo}");
     // Docker's seccomp profile is loaded.
     let o = d.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/self/status | grep Seccomp:"]);
     assert!(text(&o.stdout).contains("2"), "seccomp filter mode expected: {}", text(&o.stdout));

@@ -31,6 +31,7 @@ pub mod mounts;
 pub mod paths;
 pub mod record;
 pub mod spec;
+pub mod sys;
 pub mod user;
 pub mod volumes;
 

@@ -382,7 +382,14 @@ impl Monitor {
             ours.push((1, out_r));
             ours.push((2, err_r));
         }
-        let created = self.rt.create(&id, &opts).and_then(|pid| self.rt.start(&id).map(|()| pid));
+        let created = self.rt.create(&id, &opts).and_then(|pid| {
+            // Loopback up before the program runs, as Docker's none network.
+            if let Err(e) = crate::sys::loopback_up(std::path::Path::new(&format!("/proc/{pid}/ns/net"))) {
+                let msg = format!("bringing up lo: {e}");
+                self.note(&msg);
+            }
+            self.rt.start(&id).map(|()| pid)
+        });
         // The container holds its ends now; ours go back to /dev/null so
         // EOF on the pipes means every container process is gone.
         let _ = detach_stdio();
