@@ -41,9 +41,9 @@ pub async fn create(
         _ => HostConfig::default(),
     };
     if let Some(mode) = host.network_mode.as_deref() {
-        if !matches!(mode, "" | "default" | "bridge" | "none") {
+        if !matches!(mode, "" | "default" | "bridge" | "none" | "host") {
             return Err(ApiError::bad_request(format!(
-                "network mode {mode:?} is not supported yet (containers get a private network namespace)"
+                "network mode {mode:?} is not supported yet (none and host are; bridge gives a private namespace with loopback only)"
             )));
         }
     }

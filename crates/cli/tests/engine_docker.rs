@@ -382,6 +382,12 @@ fn docker_default_sandbox_and_privileged() {
     // Loopback is up, as with Docker's none network.
     let lo = d.ok(&["run", "--rm", "busybox", "ip", "addr", "show", "lo"]);
     assert!(lo.contains("UP") && lo.contains("127.0.0.1"), "{lo}");
+    // --network host shares the host's namespace.
+    let host_ns = std::fs::read_link("/proc/self/ns/net").expect("netns").display().to_string();
+    let inside = d.ok(&["run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net"]);
+    assert_eq!(inside.trim(), host_ns);
+    let inside = d.ok(&["run", "--rm", "busybox", "readlink", "/proc/self/ns/net"]);
+    assert_ne!(inside.trim(), host_ns);
     // Docker's seccomp profile is loaded.
     let o = d.run(&["run", "--rm", "busybox", "sh", "-c", "cat /proc/self/status | grep Seccomp:"]);
     assert!(text(&o.stdout).contains("2"), "seccomp filter mode expected: {}", text(&o.stdout));

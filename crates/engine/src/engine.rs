@@ -374,6 +374,10 @@ impl Engine {
             }
         }
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        if spec::host_network(&rec.host_config) {
+            // The host's network: its names too (as Docker).
+            hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+        }
         for (name, body) in [("hosts", hosts), ("hostname", format!("{host}\n")), ("resolv.conf", resolv)] {
             berth_runtime::state::write_atomic(&paths.etc_file(name), body.as_bytes(), 0o644)?;
         }

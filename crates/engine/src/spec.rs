@@ -204,6 +204,11 @@ fn resources(host: &HostConfig) -> Result<Value> {
     Ok(r)
 }
 
+/// `--network host`: the container shares the host's network namespace.
+pub fn host_network(host: &HostConfig) -> bool {
+    host.network_mode.as_deref() == Some("host")
+}
+
 /// Everything [`build`] needs.
 #[derive(Debug)]
 pub struct SpecInput<'a> {
@@ -295,8 +300,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value> {
         mounts_json.push(crate::mounts::oci_mount(m));
     }
     spec["mounts"] = json!(mounts_json);
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if !host_network(host) {
+        namespaces.push(json!({"type": "network"}));
+    }
     let mut linux = json!({
-        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+        "namespaces": namespaces,
         "cgroupsPath": format!("/berth/{id}"),
         "resources": resources(host)?,
     });
