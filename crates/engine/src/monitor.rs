@@ -385,10 +385,12 @@ impl Monitor {
         let created = self.rt.create(&id, &opts).and_then(|pid| {
             // Loopback up before the program runs, as Docker's none network.
             let own_netns = !crate::spec::host_network(&self.rec.host_config);
-            if let Err(e) = own_netns
-                .then(|| crate::sys::loopback_up(std::path::Path::new(&format!("/proc/{pid}/ns/net"))))
-                .unwrap_or(Ok(()))
-            {
+            let up = if own_netns {
+                crate::sys::loopback_up(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = up {
                 let msg = format!("bringing up lo: {e}");
                 self.note(&msg);
             }
