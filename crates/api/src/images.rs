@@ -228,3 +228,18 @@ pub async fn pull(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
     let body = Body::from_stream(tokio_stream(brx));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=&pause=`.
+pub async fn commit(State(s): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> ApiResult<impl IntoResponse> {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let container = get("container");
+    let (repo, tag) = (get("repo"), get("tag"));
+    let reference = (!repo.is_empty()).then(|| if tag.is_empty() { repo.clone() } else { format!("{repo}:{tag}") });
+    let changes: Vec<String> =
+        q.iter().filter(|(n, _)| n == "changes").map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+    let pause = !matches!(get("pause").as_str(), "0" | "false");
+    let (comment, author) = (get("comment"), get("author"));
+    let id =
+        blocking(move || Ok(s.commit(&container, reference.as_deref(), &changes, &comment, &author, pause)?)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Id": id}))))
+}

@@ -120,6 +120,7 @@ pub fn router(engine: AppState) -> Router {
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
         .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
+        .route("/commit", post(images::commit))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull))
         .route("/images/{*rest}", get(images::get_dispatch).delete(images::delete).post(images::post_dispatch))

@@ -786,3 +786,26 @@ fn image_verbs_know_the_engines_containers() {
     // -f removes it anyway, as docker rmi -f does.
     assert!(berth_cli(&["rmi", "-f", "busybox"]).status.success());
 }
+
+#[test]
+fn commit_makes_an_image_from_a_container() {
+    let Some(d) = Daemon::start() else { return };
+    d.ok(&[
+        "run",
+        "--name",
+        "builder",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made > /made; rm /etc/hostname.orig 2>/dev/null; rm -r /home; true",
+    ]);
+    let id = d.ok(&["commit", "-c", "CMD [\"cat\", \"/made\"]", "-m", "a test commit", "builder", "committed:1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "made\n");
+    // A deletion in the container is a deletion in the image.
+    let o = d.run(&["run", "--rm", "committed:1", "ls", "/home"]);
+    assert_ne!(o.status.code(), Some(0), "/home came back: {}", text(&o.stdout));
+    let history = d.ok(&["history", "--format", "{{.Comment}}", "committed:1"]);
+    assert_eq!(history.lines().next(), Some("a test commit"), "{history}");
+    assert_eq!(d.ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", "committed:1"]).trim(), "2");
+}

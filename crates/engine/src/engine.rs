@@ -726,6 +726,58 @@ impl Engine {
         mounts::mount_points(rec, &self.volumes).unwrap_or_default()
     }
 
+    /// `docker commit`: the container's changes become a new image on top
+    /// of its image; returns the image id. A running container is paused
+    /// meanwhile (as Docker's default `--pause`).
+    pub fn commit(
+        &self,
+        id: &str,
+        reference: Option<&str>,
+        changes: &[String],
+        comment: &str,
+        author: &str,
+        pause: bool,
+    ) -> Result<String> {
+        let c = self.resolve(id)?;
+        let parent =
+            self.images.resolve(&c.record.image_id).map_err(|_| Error::NoSuchImage(c.record.image_id.clone()))?;
+        let tags = match reference {
+            Some(r) => vec![berth_image::registry::ImageRef::parse(r)?.to_string()],
+            None => Vec::new(),
+        };
+        let paused = pause && c.state.status == Status::Running && self.pause(&c.record.id, true).is_ok();
+        let mut config = serde_json::to_value(&c.record.config).map_err(|e| Error::BadRequest(e.to_string()))?;
+        if let Some(o) = config.as_object_mut() {
+            // Per-container settings are not the image's.
+            for k in [
+                "Hostname",
+                "Domainname",
+                "AttachStdin",
+                "AttachStdout",
+                "AttachStderr",
+                "Tty",
+                "OpenStdin",
+                "StdinOnce",
+                "Image",
+            ] {
+                o.remove(k);
+            }
+        }
+        let opts = berth_image::commit::CommitOptions {
+            container_config: config,
+            changes: changes.to_vec(),
+            comment: comment.to_string(),
+            author: author.to_string(),
+            created_by: spec::argv(&c.record.config).join(" "),
+            container: c.record.id.clone(),
+        };
+        let res = self.images.commit_upper(&parent, &self.container_paths(&c.record.id).upper(), &opts, &tags);
+        if paused {
+            let _ = self.pause(&c.record.id, false);
+        }
+        Ok(res?.id.to_string())
+    }
+
     /// Whether an image is used by any container (for `rmi`).
     pub fn image_in_use(&self, image_id: &str) -> Result<Vec<String>> {
         Ok(self.db.list()?.into_iter().filter(|r| r.image_id == image_id).map(|r| r.id).collect())

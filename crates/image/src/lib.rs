@@ -16,6 +16,7 @@
 //! - [`images`]: image metadata in an embedded database (redb).
 //! - [`store`]: the facade users drive: pull, resolve, tag, gc.
 //! - [`push`]: uploading a stored image to a registry.
+//! - [`commit`]: a container's overlay upper dir becomes an image layer.
 //! - [`import`]: a rootfs tarball becomes an image (`import --change`).
 //! - [`archive`]: `save`/`load` of docker-archive, oci-archive and OCI
 //!   layout directories.
@@ -26,6 +27,7 @@
 //! async context run store and unpack work on blocking threads.
 
 pub mod archive;
+pub mod commit;
 pub mod content;
 pub mod digest;
 pub mod docker_config;
