@@ -893,3 +893,33 @@ pub async fn changes(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
     })
     .await
 }
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: one document, or one a
+/// second until the client goes away or the container stops.
+pub async fn stats(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let stream = !matches!(q.get("stream").map(String::as_str), Some("0" | "false"));
+    let (s2, id2) = (s.clone(), id.clone());
+    let id = blocking(move || Ok(berth_engine::stats::ensure(&s2, &id2)?)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        // A first sample a moment earlier gives CPU usage a base, as Docker.
+        let mut prev = s.stats(&id, None).ok();
+        std::thread::sleep(Duration::from_millis(if stream { 1000 } else { 500 }));
+        loop {
+            let Ok(doc) = s.stats(&id, prev.as_ref()) else { return };
+            if tx.blocking_send(Ok(bytes::Bytes::from(format!("{doc}\n")))).is_err() || !stream {
+                return;
+            }
+            if !running(s.current_state(&id).status) {
+                return;
+            }
+            prev = Some(doc);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(tokio_stream(rx))).into_response())
+}

@@ -100,6 +100,7 @@ pub fn router(engine: AppState) -> Router {
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/stats", get(containers::stats))
         .route(
             "/containers/{id}/archive",
             get(containers::archive_get)

@@ -650,8 +650,13 @@ fn cp_diff_export_pause_rename_top() {
     let diff = d.ok(&["diff", "files"]);
     assert!(diff.lines().any(|l| l == "A /tmp/in"), "{diff}");
     assert!(diff.lines().any(|l| l == "A /up"), "{diff}");
-    // top, pause, rename.
+    // top, stats, pause, rename.
     assert!(d.ok(&["top", "files"]).contains("sleep 1000"));
+    let stats = d.ok(&["stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", "files"]);
+    let f: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(f.first(), Some(&"files"), "{stats}");
+    assert!(f.get(1).and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p >= 1), "{stats}");
+    assert!(f.get(2).is_some_and(|m| m.ends_with("iB") && *m != "0B"), "{stats}");
     d.ok(&["pause", "files"]);
     assert_eq!(d.inspect("files", "{{.State.Status}}"), "paused");
     d.ok(&["unpause", "files"]);

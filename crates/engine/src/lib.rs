@@ -9,6 +9,7 @@
 //! - [`client`]: the daemon's side of that socket.
 //! - [`exec`]: processes run inside a running container.
 //! - [`health`]: health checks, run by the monitor.
+//! - [`stats`]: resource usage from the cgroup (`docker stats`).
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
 //!   defaults (caps, seccomp, masked paths).
 //! - [`user`]: `--user` resolved against the image's passwd/group.
@@ -31,6 +32,7 @@ pub mod mounts;
 pub mod paths;
 pub mod record;
 pub mod spec;
+pub mod stats;
 pub mod sys;
 pub mod user;
 pub mod volumes;
