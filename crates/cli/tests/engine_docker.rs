@@ -396,6 +396,14 @@ fn docker_default_sandbox_and_privileged() {
         d.ok(&["run", "--rm", "--cap-drop", "ALL", "--user", "1000:1000", "busybox", "cat", "/proc/self/status"]);
     assert!(status.lines().any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")), "{status}");
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("1000")), "{status}");
+    // --device: the node exists and the device cgroup lets it be opened.
+    // (/dev/mem, 1:1, is not in Docker's default device list.)
+    assert_ne!(d.run(&["run", "--rm", "busybox", "sh", "-c", "mknod /x c 1 1 && head -c1 /x"]).status.code(), Some(0));
+    if Path::new("/dev/kvm").exists() {
+        assert_ne!(d.run(&["run", "--rm", "busybox", "test", "-e", "/dev/kvm"]).status.code(), Some(0));
+        let o = d.run(&["run", "--rm", "--device", "/dev/kvm", "busybox", "sh", "-c", "exec 3</dev/kvm && echo ok"]);
+        assert_eq!(text(&o.stdout), "ok\n", "{}", text(&o.stderr));
+    }
     // The API socket is root's alone.
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(d.sock()).expect("stat socket").permissions().mode() & 0o777;

@@ -209,6 +209,39 @@ pub fn host_network(host: &HostConfig) -> bool {
     host.network_mode.as_deref() == Some("host")
 }
 
+/// `--device HOST[:CONTAINER[:PERMS]]`: the device nodes to create in the
+/// container and the cgroup rules that allow them.
+fn devices(host: &HostConfig) -> Result<(Vec<Value>, Vec<Value>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (mut nodes, mut rules) = (Vec::new(), Vec::new());
+    for d in host.devices.iter().flatten() {
+        let src = d.path_on_host.clone().unwrap_or_default();
+        let dst = d.path_in_container.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| src.clone());
+        let perms = d.cgroup_permissions.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "rwm".into());
+        if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(Error::BadRequest(format!("invalid device cgroup permissions {perms:?} for {src}")));
+        }
+        let meta = std::fs::metadata(&src).map_err(|e| {
+            Error::BadRequest(format!("error gathering device information while adding custom device {src:?}: {e}"))
+        })?;
+        let typ = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(Error::BadRequest(format!("{src} is not a device node")));
+        };
+        let rdev = meta.rdev();
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        nodes.push(json!({
+            "path": dst, "type": typ, "major": major, "minor": minor,
+            "fileMode": meta.mode() & 0o7777, "uid": meta.uid(), "gid": meta.gid(),
+        }));
+        rules.push(json!({"allow": true, "type": typ, "major": major, "minor": minor, "access": perms}));
+    }
+    Ok((nodes, rules))
+}
+
 /// Everything [`build`] needs.
 #[derive(Debug)]
 pub struct SpecInput<'a> {
@@ -315,6 +348,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value> {
         "cgroupsPath": format!("/berth/{id}"),
         "resources": resources(host)?,
     });
+    let (nodes, rules) = devices(host)?;
+    if !nodes.is_empty() {
+        linux["devices"] = json!(nodes);
+        if let Some(list) = linux["resources"]["devices"].as_array_mut() {
+            list.extend(rules);
+        }
+    }
     if !privileged {
         linux["maskedPaths"] = json!(MASKED);
         linux["readonlyPaths"] = json!(READONLY);
