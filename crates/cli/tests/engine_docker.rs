@@ -280,6 +280,11 @@ fn run_attached_rm_and_exit_codes() {
     assert!(text(&o.stderr).contains("image is being used by"), "{}", text(&o.stderr));
     d.ok(&["tag", "busybox", "other:1"]);
     assert!(d.ok(&["rmi", "other:1"]).contains("Untagged: other:1"), "untagging a second name is allowed");
+    // logs -f follows until the container exits.
+    let id = d.ok(&["run", "-d", "busybox", "sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.3; done"]);
+    assert_eq!(d.ok(&["logs", "-f", id.trim()]), "1\n2\n3\n");
+    assert_eq!(d.ok(&["logs", "--tail", "1", id.trim()]), "3\n");
+    d.ok(&["rm", id.trim()]);
     // stdin with -i.
     let mut c = d.docker(&["run", "-i", "--rm", "busybox", "sh", "-c", "read x; echo got $x"]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
