@@ -798,7 +798,7 @@ pub async fn top(
 
 /// A `Write` that sends what is written to a response body, for tar
 /// streams produced on a blocking thread.
-struct BodyWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
+pub(crate) struct BodyWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
 
 impl std::io::Write for BodyWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -813,7 +813,7 @@ impl std::io::Write for BodyWriter {
 }
 
 /// A streamed tar body produced by `f` on a blocking thread.
-fn tar_body(f: impl FnOnce(BodyWriter) + Send + 'static) -> Body {
+pub(crate) fn tar_body(f: impl FnOnce(BodyWriter) + Send + 'static) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::task::spawn_blocking(move || f(BodyWriter(tx)));
     Body::from_stream(tokio_stream(rx))

@@ -65,6 +65,9 @@ pub async fn get_dispatch(State(s): State<AppState>, Path(rest): Path<String>) -
         })
         .await;
     }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return save(s, vec![name.to_string()]).await;
+    }
     if let Some(name) = rest.strip_suffix("/history") {
         let name = name.to_string();
         return blocking(move || {
@@ -242,4 +245,44 @@ pub async fn commit(State(s): State<AppState>, Query(q): Query<Vec<(String, Stri
     let id =
         blocking(move || Ok(s.commit(&container, reference.as_deref(), &changes, &comment, &author, pause)?)).await?;
     Ok((StatusCode::CREATED, Json(json!({"Id": id}))))
+}
+
+/// A docker-archive of `names` (`docker save`), streamed.
+async fn save(s: AppState, names: Vec<String>) -> ApiResult<Response> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names given"));
+    }
+    let (s2, n2) = (s.clone(), names.clone());
+    blocking(move || {
+        for n in &n2 {
+            s2.images().resolve(n).map_err(|_| not_found(n))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let body = crate::containers::tar_body(move |w| {
+        let _ = s.images().save(&names, berth_image::archive::ArchiveFormat::DockerArchive, w);
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
+}
+
+/// `GET /images/get?names=…` (repeatable).
+pub async fn get_many(State(s): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> ApiResult<Response> {
+    let names = q.into_iter().filter(|(k, _)| k == "names").map(|(_, v)| v).collect();
+    save(s, names).await
+}
+
+/// `POST /images/load`: a docker-archive or oci-archive in the body.
+pub async fn load(State(s): State<AppState>, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
+    let loaded = blocking(move || Ok(s.images().load(&body[..])?)).await?;
+    let mut out = String::new();
+    for l in loaded {
+        if l.tags.is_empty() {
+            out.push_str(&format!("{}\n", json!({"stream": format!("Loaded image ID: {}\n", l.image.id)})));
+        }
+        for t in &l.tags {
+            out.push_str(&format!("{}\n", json!({"stream": format!("Loaded image: {}\n", docker_view::familiar(t))})));
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], out))
 }

@@ -124,6 +124,8 @@ pub fn router(engine: AppState) -> Router {
         .route("/commit", post(images::commit))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::pull))
+        .route("/images/get", get(images::get_many))
+        .route("/images/load", post(images::load).layer(axum::extract::DefaultBodyLimit::max(8 << 30)))
         .route("/images/{*rest}", get(images::get_dispatch).delete(images::delete).post(images::post_dispatch))
         .with_state(engine)
 }

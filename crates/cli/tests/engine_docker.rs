@@ -826,4 +826,12 @@ fn commit_makes_an_image_from_a_container() {
     let history = d.ok(&["history", "--format", "{{.Comment}}", "committed:1"]);
     assert_eq!(history.lines().next(), Some("a test commit"), "{history}");
     assert_eq!(d.ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", "committed:1"]).trim(), "2");
+    // docker save / load through the daemon round-trip the image.
+    let tarball = d.tmp.path().join("saved.tar");
+    d.ok(&["save", "-o", tarball.to_str().expect("utf8"), "committed:1"]);
+    d.ok(&["rm", "builder"]);
+    d.ok(&["rmi", "committed:1"]);
+    let out = d.ok(&["load", "-i", tarball.to_str().expect("utf8")]);
+    assert!(out.contains("Loaded image: committed:1"), "{out}");
+    assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "made\n");
 }
