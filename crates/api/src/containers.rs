@@ -553,7 +553,7 @@ pub async fn logs(
                 frame(if e.stream == "stderr" { 2 } else { 1 }, line.as_bytes())
             }
         };
-        let Ok(entries) = logs::read(&path, &opts) else { return };
+        let Ok((entries, mut offset)) = logs::read_with_offset(&path, &opts) else { return };
         for e in &entries {
             if tx.blocking_send(Ok(render(e))).is_err() {
                 return;
@@ -563,7 +563,6 @@ pub async fn logs(
             return;
         }
         opts.tail = None;
-        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         loop {
             let alive = running(engine.current_state(&cid).status);
             let Ok((new, next)) = logs::read_from(&path, offset, &opts) else { return };

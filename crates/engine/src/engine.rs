@@ -653,6 +653,9 @@ impl Engine {
         if running {
             self.stop(&rid, Some("SIGKILL"), Some(0))?;
         }
+        // An exited container's monitor may still be tearing down (runtime
+        // state, rootfs, last state write): let it finish first.
+        self.wait_monitor_gone(&paths);
         let _guard = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         // A dead container: its init runs unsupervised; end it.
         if c.state.status == Status::Dead {
@@ -662,7 +665,12 @@ impl Engine {
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&paths.socket);
         self.db.remove(&rid)?;
-        std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
+        // A monitor that outlived the wait above may still drop a file in;
+        // one retry covers that race.
+        if std::fs::remove_dir_all(&paths.dir).is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
+        }
         Ok(())
     }
 

@@ -181,6 +181,12 @@ pub fn parse_time(s: &str) -> Option<f64> {
 
 /// Reads the entries of a log (rotated files first), filtered.
 pub fn read(path: &Path, opts: &ReadOptions) -> std::io::Result<Vec<Entry>> {
+    read_with_offset(path, opts).map(|(e, _)| e)
+}
+
+/// [`read`], also returning how many bytes of the current file it
+/// consumed (whole lines only), so a follower continues exactly there.
+pub fn read_with_offset(path: &Path, opts: &ReadOptions) -> std::io::Result<(Vec<Entry>, u64)> {
     let mut files = Vec::new();
     for n in (1..100).rev() {
         let mut p = path.to_path_buf().into_os_string();
@@ -191,10 +197,23 @@ pub fn read(path: &Path, opts: &ReadOptions) -> std::io::Result<Vec<Entry>> {
     }
     files.push(path.to_path_buf());
     let mut out = Vec::new();
-    for f in files {
-        let Ok(file) = File::open(&f) else { continue };
-        for line in BufReader::new(file).lines() {
-            let Ok(e) = serde_json::from_str::<Entry>(&line?) else { continue };
+    let mut consumed = 0u64;
+    let last = files.len() - 1;
+    for (i, f) in files.iter().enumerate() {
+        let Ok(file) = File::open(f) else { continue };
+        let mut r = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                // EOF, or a line still being written: the follower gets it.
+                break;
+            }
+            if i == last {
+                consumed += n as u64;
+            }
+            let Ok(e) = serde_json::from_slice::<Entry>(&line) else { continue };
             if accept(&e, opts) {
                 out.push(e);
             }
@@ -204,7 +223,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> std::io::Result<Vec<Entry>> {
         let skip = out.len().saturating_sub(n);
         out.drain(..skip);
     }
-    Ok(out)
+    Ok((out, consumed))
 }
 
 /// Whether an entry passes the stream and time filters.
