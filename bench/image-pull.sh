@@ -3,8 +3,10 @@
 # loopback: `berth pull` vs `podman pull`, `skopeo copy` (to an OCI layout,
 # and to containers-storage) and `docker pull` (a private dockerd, when one
 # can run), plus the floor: decompressing every layer blob in parallel on
-# all cores to /dev/null. Timed with hyperfine; appends a section to
-# bench/RESULTS.md and keeps hyperfine's JSON under bench/results/.
+# all cores to /dev/null, and two references: `pigz -dc | tar -x` of every
+# layer, without and with a final syncfs. Timed with hyperfine in
+# interleaved rounds; appends a section to bench/RESULTS.md and keeps the
+# merged hyperfine JSON under bench/results/.
 # See bench/README.md.
 #
 # Usage: bench/image-pull.sh            (as root)
