@@ -58,14 +58,6 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key).and_then(|a| a.as_array()).into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
 }
 
-fn new_id() -> String {
-    let mut b = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `POST /containers/{id}/exec`.
 pub async fn create(
     State(s): State<AppState>,
@@ -98,7 +90,7 @@ pub async fn create(
         Ok(c.record.id)
     })
     .await?;
-    let eid = new_id();
+    let eid = berth_engine::engine::random_id()?;
     let inst = ExecInstance { container, config, stdin, stdout, stderr, running: false, exit_code: None, pid: 0 };
     s.execs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(eid.clone(), inst);
     Ok((StatusCode::CREATED, Json(json!({"Id": eid}))))

@@ -59,7 +59,8 @@ pub struct Container {
     pub state: RunState,
 }
 
-fn random_id() -> Result<String> {
+/// A new 64-hex random id (containers, exec instances, anonymous volumes).
+pub fn random_id() -> Result<String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).ctx(|| "reading /dev/urandom".into())?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
