@@ -2,10 +2,16 @@
 //!
 //! - `berth runtime …` (or the binary invoked as `berth-runtime`): the OCI
 //!   runtime CLI, runc-compatible, for podman/containerd/CRI-O.
-//! - `berth pull`, `images`, `image …`, `tag`, `rmi`: the image store.
-//! - further verbs (daemon, docker-style client) arrive with later issues.
+//! - `berth serve`: the daemon (Docker Engine API); `berth monitor` is its
+//!   per-container helper.
+//! - `berth run`, `ps`, `logs`, `exec`, `volume …` and the other container
+//!   verbs: docker-compatible client of a daemon ([`client`]), which starts
+//!   one in the background when none answers at the default socket.
+//! - `berth pull`, `images`, `image …`, `tag`, `rmi`, …: the image store,
+//!   directly when no daemon holds it.
 
 mod archive_cmd;
+mod client;
 mod history_cmd;
 mod image_cmd;
 mod import_cmd;
@@ -23,6 +29,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     store: image_cmd::StoreArgs,
+    #[command(flatten)]
+    daemon: client::DaemonArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +39,20 @@ struct Cli {
 enum Command {
     /// OCI runtime (runc-compatible): run bundles directly.
     Runtime(Box<runtime_cmd::RuntimeCli>),
+    /// Create and run a new container from an image.
+    Run(Box<client::run_cmd::RunArgs>),
+    /// Create a new container.
+    Create(Box<client::run_cmd::CreateOnlyArgs>),
+    /// Execute a command in a running container.
+    Exec(client::exec_cmd::ExecArgs),
+    #[command(flatten)]
+    Verb(client::container_cmd::Verb),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(client::container_cmd::ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(client::volume_cmd::VolumeCommand),
     /// Download an image from a registry.
     Pull(image_cmd::PullArgs),
     /// List images.
@@ -74,6 +96,50 @@ fn invoked_as_runtime() -> bool {
         .is_some_and(|n| n == "berth-runtime")
 }
 
+/// The image verbs: through the daemon that holds the store (or the one
+/// `-H` names), else on the store directly.
+fn image_verb(store: &image_cmd::StoreArgs, daemon: &client::DaemonArgs, cmd: Command) -> i32 {
+    use client::image_api as api;
+    let conn = match client::image_api::image_daemon(daemon, &store.root) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Some(conn) = conn {
+        return match cmd {
+            Command::Pull(a) | Command::Image(image_cmd::ImageCommand::Pull(a)) => api::run(api::pull(conn, a)),
+            Command::Images(a) | Command::Image(image_cmd::ImageCommand::Ls(a)) => api::run(api::images(conn, a)),
+            Command::Rmi(a) | Command::Image(image_cmd::ImageCommand::Rm(a)) => api::run(api::rmi(conn, a)),
+            Command::Tag(a) | Command::Image(image_cmd::ImageCommand::Tag(a)) => api::run(api::tag(conn, a)),
+            Command::Image(image_cmd::ImageCommand::Inspect(a)) => api::run(api::inspect(conn, a.images)),
+            _ => {
+                eprintln!(
+                    "this verb does not go through the daemon yet, and the daemon at unix://{} holds the image store under {}: stop it (or use another --root) to run it",
+                    conn.socket.display(),
+                    store.root.display()
+                );
+                1
+            }
+        };
+    }
+    match cmd {
+        Command::Pull(a) => image_cmd::pull(store, a),
+        Command::Images(a) => image_cmd::images(store, a),
+        Command::Rmi(a) => image_cmd::rmi(store, a),
+        Command::Tag(a) => image_cmd::tag(store, a),
+        Command::Image(c) => image_cmd::image(store, c),
+        Command::Push(a) => registry_cmd::push(store, a),
+        Command::History(a) => history_cmd::history(store, a),
+        Command::Import(a) => import_cmd::import(store, a),
+        Command::Save(a) => archive_cmd::save(store, a),
+        Command::Load(a) => archive_cmd::load(store, a),
+        Command::System(c) => system_cmd::system(store, c),
+        _ => 1,
+    }
+}
+
 fn main() {
     let code = if invoked_as_runtime() {
         runtime_cmd::main(runtime_cmd::RuntimeCli::parse_from(std::env::args_os()))
@@ -81,19 +147,27 @@ fn main() {
         let cli = Cli::parse();
         match cli.command {
             Command::Runtime(r) => runtime_cmd::main(*r),
-            Command::Pull(a) => image_cmd::pull(&cli.store, a),
-            Command::Images(a) => image_cmd::images(&cli.store, a),
-            Command::Rmi(a) => image_cmd::rmi(&cli.store, a),
-            Command::Tag(a) => image_cmd::tag(&cli.store, a),
-            Command::Image(c) => image_cmd::image(&cli.store, c),
-            Command::Push(a) => registry_cmd::push(&cli.store, a),
-            Command::Login(a) => registry_cmd::login(&cli.store, a),
+            Command::Run(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::run_cmd::run_cmd(c, *a)),
+            Command::Create(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::run_cmd::create_cmd(c, *a)),
+            Command::Exec(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::exec_cmd::exec(c, a)),
+            Command::Verb(v) => client::run_verb(&cli.daemon, &cli.store, |c| client::container_cmd::run(c, v)),
+            Command::Container(v) => {
+                client::run_verb(&cli.daemon, &cli.store, |c| client::container_cmd::run_container(c, v))
+            }
+            Command::Volume(v) => client::run_verb(&cli.daemon, &cli.store, |c| client::volume_cmd::run(c, v)),
+            Command::Pull(_)
+            | Command::Images(_)
+            | Command::Rmi(_)
+            | Command::Tag(_)
+            | Command::Image(_)
+            | Command::Push(_)
+            | Command::History(_)
+            | Command::Import(_)
+            | Command::Save(_)
+            | Command::Load(_)
+            | Command::System(_) => image_verb(&cli.store, &cli.daemon, cli.command),
             Command::Logout(a) => registry_cmd::logout(a),
-            Command::History(a) => history_cmd::history(&cli.store, a),
-            Command::Import(a) => import_cmd::import(&cli.store, a),
-            Command::Save(a) => archive_cmd::save(&cli.store, a),
-            Command::Load(a) => archive_cmd::load(&cli.store, a),
-            Command::System(c) => system_cmd::system(&cli.store, c),
+            Command::Login(a) => registry_cmd::login(&cli.store, a),
             Command::Monitor(a) => monitor_cmd::main(a),
             Command::Serve(a) => serve_cmd::main(a),
         }

@@ -10,8 +10,6 @@ use berth_engine::Engine;
 use berth_image::registry::{Registry, RegistryOptions};
 use clap::Args;
 
-/// The default API socket.
-pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 
 /// `berth serve`.
 #[derive(Debug, Args)]
@@ -20,14 +18,18 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
     pub root: PathBuf,
     /// Runtime state (sockets, runtime state dirs); tmpfs in production.
-    #[arg(long, default_value = "/run/berth")]
+    #[arg(long, env = "BERTH_RUN_ROOT", default_value = "/run/berth")]
     pub run_root: PathBuf,
-    /// Socket to serve on (`unix:///path`); repeatable.
+    /// Socket to serve on (`unix:///path`, default `<run-root>/berth.sock`); repeatable.
     #[arg(short = 'H', long = "host", value_name = "unix://PATH")]
     pub hosts: Vec<String>,
     /// Registry reachable over plain HTTP (host:port); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// Leave the caller's session (set by a CLI that starts the daemon in
+    /// the background, so it outlives that terminal).
+    #[arg(long, hide = true)]
+    pub setsid: bool,
 }
 
 fn socket_path(host: &str) -> Result<PathBuf, String> {
@@ -71,7 +73,11 @@ pub fn main(a: ServeArgs) -> i32 {
         eprintln!("berth serve: {msg}");
         1
     };
-    let hosts = if a.hosts.is_empty() { vec![format!("unix://{DEFAULT_SOCKET}")] } else { a.hosts.clone() };
+    if a.setsid {
+        let _ = nix::unistd::setsid();
+    }
+    let hosts =
+        if a.hosts.is_empty() { vec![format!("unix://{}", a.run_root.join("berth.sock").display())] } else { a.hosts.clone() };
     let sockets: Vec<PathBuf> = match hosts.iter().map(|h| socket_path(h)).collect() {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -305,6 +305,13 @@ impl Engine {
                 return Err(Error::BadRequest("can't create 'AutoRemove' container with restart policy".into()));
             }
         }
+        let publishes = host.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|v| !v.is_empty())))
+            || (host.publish_all_ports.unwrap_or(false) && config.exposed_ports.as_ref().is_some_and(|e| !e.is_empty()));
+        if publishes {
+            return Err(Error::BadRequest(
+                "publishing ports (-p/-P) needs bridge networking, which berth does not have yet; use --network host".into(),
+            ));
+        }
         let id = random_id()?;
         let name = match name.map(|n| n.strip_prefix('/').unwrap_or(n)).filter(|n| !n.is_empty()) {
             Some(n) if valid_name(n) => n.to_string(),

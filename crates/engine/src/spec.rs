@@ -366,6 +366,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value> {
         linux["sysctl"] = json!(sysctls);
     }
     spec["linux"] = linux;
+    if host.init.unwrap_or(false) {
+        // `--init`: the runtime's init stays as PID 1 (berth_runtime::init).
+        spec["annotations"] = json!({ berth_runtime::init::INIT_ANNOTATION: "true" });
+    }
     Ok(spec)
 }
 

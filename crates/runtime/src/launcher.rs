@@ -498,6 +498,11 @@ fn finish_and_exec(l: &Launch<'_>, cwd: &Path, exec: ExecArgs) -> Result<std::co
         chdir_checked(cwd)?;
     }
     sys::cloexec_from(3 + l.preserve_fds).ctx(|| "marking descriptors close-on-exec".into())?;
+    if let Stage2::Init { spec, .. } = &l.stage2 {
+        if crate::init::wanted(spec) {
+            return crate::init::run(exec);
+        }
+    }
     Err(exec.exec())
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod foreground;
 pub mod hooks;
+pub mod init;
 pub mod inroot;
 pub mod launcher;
 pub mod mount_options;

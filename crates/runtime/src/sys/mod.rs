@@ -194,6 +194,19 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Err(io::Error::other("no file descriptor received"))
 }
 
+/// Closes every descriptor from `first` up (the init's copies of what it
+/// handed to the program).
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes this process's own descriptors; the
+    // caller owns none of them any more (no OwnedFd refers to them after).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Restores default dispositions for every catchable signal and unblocks
 /// them all, so the container's program starts with a clean slate (Rust's
 /// runtime ignores SIGPIPE; the runtime blocks signals it forwards).

@@ -1,0 +1,321 @@
+//! berth's docker-compatible client verbs (`run`, `ps`, `logs`, `exec`, …):
+//! each one is a Docker Engine API call to a daemon, exactly as the docker
+//! CLI makes them, so `berth` and `docker` are interchangeable against
+//! `berth serve`.
+//!
+//! Which daemon: `-H unix://PATH`, else `DOCKER_HOST`, else the default
+//! socket `<run-root>/berth.sock`. Only for the default socket, a CLI that
+//! finds no daemon starts one in the background (`berth serve` with the
+//! same `--root`/`--run-root`, logging to `<run-root>/serve.log`), so a
+//! newcomer's first `berth run` just works; `BERTH_NO_AUTOSTART=1` turns
+//! that off.
+//!
+//! The HTTP client is hand-written over hyper ([`hijack`]) rather than
+//! `bollard`: the streams whose framing depends on the container (attach,
+//! exec, logs) must be read knowing whether it has a tty, which bollard
+//! guesses from the first byte, and the JSON bodies are built and printed
+//! as JSON anyway (inspect, `--format`), so typed models would only add a
+//! conversion each way.
+
+pub mod container_cmd;
+pub mod exec_cmd;
+pub mod hijack;
+pub mod image_api;
+pub mod run_cmd;
+pub mod template;
+pub mod volume_cmd;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+/// Where the daemon is, and what an auto-started one serves.
+#[derive(Debug, Args, Clone)]
+pub struct DaemonArgs {
+    /// Daemon socket to connect to (`unix:///path`).
+    #[arg(short = 'H', long = "host", env = "DOCKER_HOST", value_name = "unix://PATH")]
+    pub host: Option<String>,
+    /// Runtime state of the daemon (sockets); its socket is `<run-root>/berth.sock`.
+    #[arg(long, env = "BERTH_RUN_ROOT", default_value = "/run/berth")]
+    pub run_root: PathBuf,
+}
+
+/// A client-side failure, printed once at the edge.
+#[derive(Debug)]
+pub enum CliError {
+    /// The daemon answered with an error (`Error response from daemon: …`).
+    Daemon(String),
+    /// Anything else (connection, local I/O, bad flags).
+    Other(String),
+    /// Exit with this code, nothing more to print.
+    Exit(i32),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Daemon(m) => write!(f, "Error response from daemon: {m}"),
+            CliError::Other(m) => f.write_str(m),
+            CliError::Exit(c) => write!(f, "exit status {c}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Other(e.to_string())
+    }
+}
+
+/// Shorthand.
+pub type CliResult<T> = Result<T, CliError>;
+
+/// A daemon to talk to: each request opens a fresh connection to its socket.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The daemon's API socket.
+    pub socket: PathBuf,
+}
+
+/// The socket path of `-H`/`DOCKER_HOST`, or of the default daemon.
+fn socket_of(d: &DaemonArgs) -> CliResult<(PathBuf, bool)> {
+    let Some(host) = d.host.as_deref().filter(|h| !h.is_empty()) else {
+        return Ok((d.run_root.join("berth.sock"), true));
+    };
+    if let Some(p) = host.strip_prefix("unix://") {
+        if p.starts_with('/') {
+            return Ok((PathBuf::from(p), false));
+        }
+    }
+    if host.starts_with("tcp://") {
+        return Err(CliError::Other(format!(
+            "cannot connect to {host}: berth speaks TCP only with mutual TLS, which is not implemented yet; use unix://PATH"
+        )));
+    }
+    Err(CliError::Other(format!("invalid daemon address {host:?}: use unix:///path")))
+}
+
+impl Conn {
+    /// `GET path` → its JSON.
+    pub async fn get(&self, path: &str) -> CliResult<serde_json::Value> {
+        hijack::read_json(hijack::request(&self.socket, "GET", path, None, false).await?).await
+    }
+
+    /// `POST path` (with a JSON body) → its JSON (`null` when empty).
+    pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> CliResult<serde_json::Value> {
+        hijack::read_json(hijack::request(&self.socket, "POST", path, body, false).await?).await
+    }
+
+    /// `DELETE path` → its JSON (`null` when empty).
+    pub async fn delete(&self, path: &str) -> CliResult<serde_json::Value> {
+        hijack::read_json(hijack::request(&self.socket, "DELETE", path, None, false).await?).await
+    }
+}
+
+/// Percent-encodes query pairs.
+pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// True when something accepts connections on `sock`.
+fn answers(sock: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(sock).is_ok()
+}
+
+/// Connects to the daemon `d` names, starting the default one if needed
+/// (see the module doc). `root` and `insecure` configure a started daemon.
+pub fn connect(d: &DaemonArgs, root: &Path, insecure: &[String]) -> CliResult<Conn> {
+    let (socket, default) = socket_of(d)?;
+    if !answers(&socket) {
+        if !default {
+            return Err(CliError::Other(format!(
+                "Cannot connect to the berth daemon at unix://{}. Is the daemon running?",
+                socket.display()
+            )));
+        }
+        autostart(d, &socket, root, insecure)?;
+    }
+    Ok(Conn { socket })
+}
+
+/// Connects only if a daemon already answers (image verbs fall back to the
+/// local store when none does).
+pub fn connect_existing(d: &DaemonArgs) -> CliResult<Option<Conn>> {
+    let (socket, _) = socket_of(d)?;
+    Ok(answers(&socket).then_some(Conn { socket }))
+}
+
+/// True when the user named a daemon (`-H` or `DOCKER_HOST`).
+pub fn explicit_host(d: &DaemonArgs) -> bool {
+    d.host.as_deref().is_some_and(|h| !h.is_empty())
+}
+
+/// Starts `berth serve` in the background for the default socket, once
+/// (a lock file serializes CLIs racing to do it), and waits until it
+/// answers.
+fn autostart(d: &DaemonArgs, socket: &Path, root: &Path, insecure: &[String]) -> CliResult<()> {
+    if std::env::var_os("BERTH_NO_AUTOSTART").is_some_and(|v| !v.is_empty() && v != "0") {
+        return Err(CliError::Other(format!(
+            "Cannot connect to the berth daemon at unix://{}. Is the daemon running? (starting one automatically is off: BERTH_NO_AUTOSTART is set)",
+            socket.display()
+        )));
+    }
+    let other = |what: &str, e: std::io::Error| CliError::Other(format!("starting the berth daemon: {what}: {e}"));
+    std::fs::create_dir_all(&d.run_root).map_err(|e| other(&d.run_root.display().to_string(), e))?;
+    let lock_path = d.run_root.join("autostart.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| other(&lock_path.display().to_string(), e))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| other("locking autostart.lock", e.into()))?;
+    if answers(socket) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| other("locating the berth binary", e))?;
+    let log_path = d.run_root.join("serve.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| other(&log_path.display().to_string(), e))?;
+    let log2 = log.try_clone().map_err(|e| other("log file", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("serve")
+        .arg("--root")
+        .arg(root)
+        .arg("--run-root")
+        .arg(&d.run_root)
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--setsid");
+    for r in insecure {
+        cmd.arg("--insecure-registry").arg(r);
+    }
+    cmd.env_remove("DOCKER_HOST")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .current_dir("/");
+    let mut child = cmd.spawn().map_err(|e| other("spawning berth serve", e))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if answers(socket) {
+            eprintln!(
+                "berth: started the daemon (pid {}) on unix://{}; its log is {}",
+                child.id(),
+                socket.display(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CliError::Other(format!(
+                "starting the berth daemon failed ({status}): {}",
+                log_tail(&log_path)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Other(format!(
+                "the berth daemon (pid {}) did not answer on unix://{} within 30 s; see {}",
+                child.id(),
+                socket.display(),
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The last line of the daemon's log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut s));
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").to_string()
+}
+
+/// A single-threaded async runtime: the client does one thing at a time,
+/// and a thread pool would cost start-up time on every command.
+pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("starting the async runtime: {e}")))
+}
+
+/// Runs a client verb: connects, runs `f`, prints the error docker's way,
+/// returns the exit code.
+pub fn run_verb<F, Fut>(d: &DaemonArgs, store: &crate::image_cmd::StoreArgs, f: F) -> i32
+where
+    F: FnOnce(Conn) -> Fut,
+    Fut: std::future::Future<Output = CliResult<i32>>,
+{
+    let result = connect(d, &store.root, &store.insecure_registry)
+        .and_then(|conn| runtime().and_then(|rt| rt.block_on(f(conn))));
+    match result {
+        Ok(code) => code,
+        Err(CliError::Exit(code)) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// Docker's "time ago" for a unix timestamp.
+pub fn ago(unix: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(unix);
+    format!("{} ago", berth_image::docker_view::human_duration(now.saturating_sub(unix).max(0) as u64))
+}
+
+/// Prints rows as docker's tables do: columns padded to their widest cell
+/// plus three spaces, the last column unpadded.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(c);
+            if i + 1 < r.len() {
+                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_selection() {
+        let d = |h: Option<&str>| DaemonArgs { host: h.map(String::from), run_root: "/r".into() };
+        assert_eq!(socket_of(&d(None)).unwrap(), (PathBuf::from("/r/berth.sock"), true));
+        assert_eq!(socket_of(&d(Some(""))).unwrap(), (PathBuf::from("/r/berth.sock"), true));
+        assert_eq!(socket_of(&d(Some("unix:///x/y.sock"))).unwrap(), (PathBuf::from("/x/y.sock"), false));
+        assert!(socket_of(&d(Some("tcp://1.2.3.4:2375"))).is_err());
+        assert!(socket_of(&d(Some("unix://rel"))).is_err());
+    }
+}
