@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The engine against its peers on this machine:
-#  1. `run --rm busybox true`, client to exit: the docker CLI against
-#     `berth serve`, `crun run` of the same rootfs raw, `podman run --rm`,
+#  1. `run --rm busybox true`, client to exit: berth's own CLI and the
+#     docker CLI against `berth serve`, `crun run` of the same rootfs raw, `podman run --rm`,
 #     and `docker run --rm` against dockerd when one can be started here.
 #  2. 50 idle containers (`sleep`): private memory (PSS) per container of
 #     berth's monitors vs podman's conmon, and the daemon's RSS idle and
@@ -21,8 +21,8 @@ RESULTS=${RESULTS:-$here/RESULTS.md}
 die() { echo "engine-bench: $*" >&2; exit 1; }
 log() { echo "engine-bench: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "must run as root"
-# The daemon is started here but the docker CLI (its client) is timed:
-# berth's own client verbs do not exist yet.
+# The daemon is started here; the clients (berth's CLI, the docker CLI)
+# are timed.
 for t in hyperfine jq docker crun; do command -v "$t" >/dev/null || die "$t not found (scripts/setup)"; done
 
 if [ -z "${NO_BUILD:-}" ]; then (cd "$repo" && cargo build --release --locked -p berth >&2); fi
@@ -97,7 +97,8 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 json=$here/results/engine-run-$stamp.json
 mkdir -p "$here/results"
-cmds=(-n "berth (docker CLI → berth serve)" "docker run --rm busybox true"
+cmds=(-n "berth run --rm (berth CLI → berth serve)" "$BERTH -H unix://$work/berth.sock run --rm busybox true"
+      -n "berth (docker CLI → berth serve)" "docker run --rm busybox true"
       -n "crun run (raw)" "crun --root $work/crun-state run --bundle $work/bundle bench")
 if [ -n "$podman_ok" ]; then
   cmds+=(-n "podman run --rm" "$work/podman.sh run --rm busybox true")
@@ -133,7 +134,9 @@ fi
 row() { jq -r --arg n "$1" '.results[] | select(.command == $n) |
   "| \(.command) | \(.median*1000|.*100|round/100) | \(.mean*1000|.*100|round/100) ± \(.stddev*1000|.*100|round/100) | \(.min*1000|.*100|round/100) | \(.max*1000|.*100|round/100) |"' "$json"; }
 median() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median' "$json"; }
-berth_med=$(median "berth (docker CLI → berth serve)")
+berth_med=$(median "berth run --rm (berth CLI → berth serve)")
+docker_cli_med=$(median "berth (docker CLI → berth serve)")
+docker_cli_ratio=$(awk -v a="$docker_cli_med" -v b="$(median "crun run (raw)")" 'BEGIN { printf "%.2f", a / b }')
 crun_med=$(median "crun run (raw)")
 ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
 {
@@ -147,11 +150,12 @@ ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
   echo
   echo "| command | median ms | mean ± σ ms | min | max |"
   echo "|---|---|---|---|---|"
+  row "berth run --rm (berth CLI → berth serve)"
   row "berth (docker CLI → berth serve)"
   row "crun run (raw)"
   [ -n "$podman_ok" ] && row "podman run --rm"
   echo
-  echo "berth / crun raw = ${ratio}× (target ≤ 1.5×). The berth row includes the docker CLI's own start-up and API round trips (create, attach, wait, start); berth's own CLI client does not exist yet. This script does not start a dockerd (bench/image-pull.sh shows one can run here); docker run was not measured."
+  echo "berth CLI / crun raw = ${ratio}× (target ≤ 1.5×); docker CLI → berth / crun raw = ${docker_cli_ratio}×. Both berth rows include the client's start-up and its API round trips (create, attach, wait, start). This script does not start a dockerd (bench/image-pull.sh shows one can run here); docker run was not measured."
   echo
   echo "### memory with $IDLE idle containers"
   echo

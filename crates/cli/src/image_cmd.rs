@@ -505,29 +505,11 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
     0
 }
 
-/// Prints a table with columns padded to their widest cell + 3 spaces, as
-/// Docker's tabwriter does.
+/// Prints a docker table (header, then rows).
 pub fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<w$}", w = widths[i] + 3) })
-            .collect::<String>()
-    };
-    let _ = writeln!(out, "{}", line(header.to_vec()));
-    for r in rows {
-        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
-    }
+    let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    all.extend(rows.iter().cloned());
+    let _ = out.write_all(crate::table::render(&all, 10).as_bytes());
 }
 
 /// `berth image inspect`: Docker-shaped JSON array.

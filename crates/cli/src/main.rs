@@ -20,6 +20,7 @@ mod registry_cmd;
 mod runtime_cmd;
 mod serve_cmd;
 mod system_cmd;
+mod table;
 
 use clap::{Parser, Subcommand};
 
@@ -147,14 +148,14 @@ fn main() {
         let cli = Cli::parse();
         match cli.command {
             Command::Runtime(r) => runtime_cmd::main(*r),
-            Command::Run(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::run_cmd::run_cmd(c, *a)),
-            Command::Create(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::run_cmd::create_cmd(c, *a)),
-            Command::Exec(a) => client::run_verb(&cli.daemon, &cli.store, |c| client::exec_cmd::exec(c, a)),
-            Command::Verb(v) => client::run_verb(&cli.daemon, &cli.store, |c| client::container_cmd::run(c, v)),
+            Command::Run(a) => client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::run_cmd(c, *a)),
+            Command::Create(a) => client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::create_cmd(c, *a)),
+            Command::Exec(a) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::exec_cmd::exec(c, a)),
+            Command::Verb(v) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::container_cmd::run(c, v)),
             Command::Container(v) => {
-                client::run_verb(&cli.daemon, &cli.store, |c| client::container_cmd::run_container(c, v))
+                client::run_verb(&cli.daemon, &cli.store, 1, |c| client::container_cmd::run_container(c, v))
             }
-            Command::Volume(v) => client::run_verb(&cli.daemon, &cli.store, |c| client::volume_cmd::run(c, v)),
+            Command::Volume(v) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::volume_cmd::run(c, v)),
             Command::Pull(_)
             | Command::Images(_)
             | Command::Rmi(_)

@@ -401,23 +401,9 @@ fn print_list_table(list: &[berth_runtime::state::OciState]) {
     print_table(&rows);
 }
 
-/// Prints rows as columns separated by at least two spaces (tabwriter style).
+/// runc's `list` table (tabwriter, minimum width 12).
 fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
+    let _ = std::io::stdout().lock().write_all(crate::table::render(rows, 12).as_bytes());
 }
 
 fn print_ps_table(pids: &[i32], args: &[String]) -> Result<(), Error> {

@@ -79,6 +79,51 @@ impl Daemon {
         Some(d)
     }
 
+    /// A root with the busybox image and no daemon yet (for the CLI's
+    /// on-demand start): `root()` and `run/` as a daemon would use them.
+    fn image_only() -> Option<Daemon> {
+        let mut d = Daemon::start()?;
+        d.term();
+        Some(d)
+    }
+
+    /// `berth` against this daemon (`-H`), no terminal on stdin.
+    fn berth(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(berth());
+        c.env_remove("DOCKER_HOST")
+            .arg("--root")
+            .arg(self.root())
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `berth args` against this daemon.
+    fn b(&self, args: &[&str]) -> Output {
+        run_timeout(self.berth(args), Duration::from_secs(60))
+    }
+
+    /// `berth args` must succeed; its stdout.
+    fn bok(&self, args: &[&str]) -> String {
+        let o = self.b(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed ({:?}): {}{}\n--- daemon log ---\n{}",
+            o.status.code(),
+            text(&o.stdout),
+            text(&o.stderr),
+            self.serve_log()
+        );
+        text(&o.stdout)
+    }
+
+    /// `berth serve` processes on this root (started by the test or by the CLI).
+    fn serves(&self) -> Vec<i32> {
+        self.procs_with("\0serve\0")
+    }
+
     fn root(&self) -> PathBuf {
         self.tmp.path().join("root")
     }
@@ -186,13 +231,18 @@ impl Daemon {
 
     /// Monitor processes of this daemon's root.
     fn monitors(&self) -> Vec<i32> {
+        self.procs_with("\0monitor\0")
+    }
+
+    /// berth processes on this root whose command line contains `verb`.
+    fn procs_with(&self, verb: &str) -> Vec<i32> {
         let needle = format!("--root\0{}\0", self.root().display());
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
             let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
             let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.contains("\0monitor\0") && cmd.contains(&needle) {
+            if cmd.contains(verb) && cmd.contains(&needle) {
                 out.push(pid);
             }
         }
@@ -209,6 +259,10 @@ impl Drop for Daemon {
             }
         }
         self.kill9();
+        // A daemon the CLI started on demand.
+        for pid in self.serves() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
         for pid in self.monitors() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
@@ -234,6 +288,9 @@ impl Drop for Daemon {
         }
     }
 }
+
+#[path = "engine/berth_client.rs"]
+mod berth_client;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

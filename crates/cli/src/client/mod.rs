@@ -252,8 +252,9 @@ pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
 }
 
 /// Runs a client verb: connects, runs `f`, prints the error docker's way,
-/// returns the exit code.
-pub fn run_verb<F, Fut>(d: &DaemonArgs, store: &crate::image_cmd::StoreArgs, f: F) -> i32
+/// returns the exit code (`fail` when the verb itself failed: docker's run
+/// and create use 125).
+pub fn run_verb<F, Fut>(d: &DaemonArgs, store: &crate::image_cmd::StoreArgs, fail: i32, f: F) -> i32
 where
     F: FnOnce(Conn) -> Fut,
     Fut: std::future::Future<Output = CliResult<i32>>,
@@ -265,7 +266,7 @@ where
         Err(CliError::Exit(code)) => code,
         Err(e) => {
             eprintln!("{e}");
-            1
+            fail
         }
     }
 }
@@ -279,31 +280,7 @@ pub fn ago(unix: i64) -> String {
     format!("{} ago", berth_image::docker_view::human_duration(now.saturating_sub(unix).max(0) as u64))
 }
 
-/// Prints rows as docker's tables do: columns padded to their widest cell
-/// plus three spaces, the last column unpadded.
-pub fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0usize; cols];
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            line.push_str(c);
-            if i + 1 < r.len() {
-                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(out.as_bytes());
-}
+pub use crate::table::print_docker as print_table;
 
 #[cfg(test)]
 mod tests {

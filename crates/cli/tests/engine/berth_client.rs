@@ -1,0 +1,201 @@
+//! berth's own docker-compatible CLI against `berth serve`: the same verbs,
+//! output and exit codes as docker's, the daemon started on demand, and
+//! image verbs going through the daemon that holds the store.
+
+use super::*;
+
+#[test]
+fn berth_cli_runs_and_manages_containers() {
+    let Some(d) = Daemon::start() else { return };
+    // Attached run: output on the right streams, the container's exit code.
+    assert_eq!(d.bok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    let o = d.b(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!((o.status.code(), text(&o.stdout), text(&o.stderr)), (Some(3), "out\n".into(), "err\n".into()));
+    let o = d.b(&["run", "--rm", "busybox", "no-such-program"]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    // Engine-side refusals are 125, with the daemon's message.
+    let o = d.b(&["run", "--rm", "-p", "8080:80", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("bridge networking"), "{}", text(&o.stderr));
+    assert_eq!(d.bok(&["ps", "-aq"]), "", "--rm left a container behind");
+
+    // Detached: ps, logs, exec, inspect, top, stop, rm.
+    let id = d.bok(&["run", "-d", "--name", "web", "-l", "k=v", "busybox", "sh", "-c", "echo started; exec sleep 300"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
+    let ps = d.bok(&["ps"]);
+    let header = ps.lines().next().unwrap_or_default();
+    for col in ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
+        assert!(header.contains(col), "ps header {header:?} lacks {col}");
+    }
+    assert!(ps.contains(&id[..12]) && ps.contains(" web\n"), "{ps}");
+    assert_eq!(d.bok(&["ps", "--format", "{{.Names}} {{.State}} {{.Labels}}"]), "web running k=v\n");
+    let json_row: serde_json::Value = serde_json::from_str(d.bok(&["ps", "--format", "json"]).trim()).expect("ps json");
+    assert_eq!(json_row["Names"], "web");
+    d.wait_for("web", "{{.State.Status}}", "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.bok(&["logs", "web"]) != "started\n" {
+        assert!(Instant::now() < deadline, "logs never showed the output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = d.b(&["exec", "web", "sh", "-c", "echo in-exec; exit 4"]);
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(4), "in-exec\n".into()));
+    assert_eq!(d.bok(&["exec", "-e", "X=1", "-w", "/tmp", "web", "sh", "-c", "echo $X $PWD"]), "1 /tmp\n");
+    assert_eq!(d.bok(&["inspect", "-f", "{{.Name}} {{index .Config.Labels \"k\"}}", "web"]), "/web v\n");
+    let full: serde_json::Value = serde_json::from_str(&d.bok(&["inspect", "web"])).expect("inspect json");
+    assert_eq!(full[0]["Id"], id);
+    assert!(d.bok(&["top", "web"]).contains("sleep 300"));
+    d.bok(&["pause", "web"]);
+    d.wait_for("web", "{{.State.Status}}", "paused");
+    d.bok(&["unpause", "web"]);
+    d.bok(&["rename", "web", "w2"]);
+    assert_eq!(d.bok(&["stop", "-t", "1", "w2"]), "w2\n");
+    assert_eq!(d.bok(&["wait", "w2"]), "137\n");
+    assert!(d.bok(&["ps", "-a"]).contains("Exited (137)"));
+    let o = d.b(&["inspect", "no-such-thing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("No such object: no-such-thing"));
+    assert_eq!(d.bok(&["rm", "w2"]), "w2\n");
+    let o = d.b(&["rm", "w2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).starts_with("Error response from daemon: "), "{}", text(&o.stderr));
+
+    // stdin with -i; create + start -a.
+    let mut c = d.berth(&["run", "-i", "--rm", "busybox", "sh", "-c", "read x; echo got $x"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(text(&o.stdout), "got hello\n", "{}", text(&o.stderr));
+    d.bok(&["create", "--name", "later", "busybox", "sh", "-c", "echo from-start; exit 2"]);
+    let o = d.b(&["start", "-a", "later"]);
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(2), "from-start\n".into()));
+    d.bok(&["rm", "later"]);
+
+    // Volumes.
+    assert_eq!(d.bok(&["volume", "create", "data"]), "data\n");
+    d.bok(&["run", "--rm", "-v", "data:/d", "busybox", "sh", "-c", "echo kept > /d/f"]);
+    assert_eq!(d.bok(&["run", "--rm", "--mount", "type=volume,src=data,dst=/d,readonly", "busybox", "cat", "/d/f"]), "kept\n");
+    assert!(d.bok(&["volume", "ls"]).contains("local     data"));
+    assert_eq!(d.bok(&["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "data"]), "data local\n");
+    assert_eq!(d.bok(&["volume", "rm", "data"]), "data\n");
+}
+
+#[test]
+fn berth_cli_init_reaps_and_forwards_signals() {
+    let Some(d) = Daemon::start() else { return };
+    // An orphan whose parent exits is re-parented to PID 1; `sleep` as PID 1
+    // never reaps it, berth's init does.
+    let script = "sh -c 'sleep 0.1 &'; exec sleep 300";
+    for (name, init) in [("noinit", false), ("withinit", true)] {
+        let mut args = vec!["run", "-d", "--name", name];
+        if init {
+            args.push("--init");
+        }
+        args.extend(["busybox", "sh", "-c", script]);
+        d.bok(&args);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let zombies = |name: &str| d.bok(&["exec", name, "ps", "-o", "stat"]).lines().filter(|l| l.starts_with('Z')).count();
+    assert_eq!(zombies("noinit"), 1, "without --init the orphan stays a zombie");
+    assert_eq!(zombies("withinit"), 0, "--init reaps the orphan");
+    assert_eq!(d.inspect("withinit", "{{.HostConfig.Init}}"), "true");
+    // SIGTERM reaches the program through the init (sleep dies of it: 143),
+    // well before the 10 s stop timeout.
+    let t = Instant::now();
+    d.bok(&["stop", "withinit"]);
+    assert!(t.elapsed() < Duration::from_secs(8), "stop waited for the timeout: the signal was not forwarded");
+    assert_eq!(d.inspect("withinit", "{{.State.ExitCode}}"), "143");
+    // The init exits with the program's code.
+    let o = d.b(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 9"]);
+    assert_eq!(o.status.code(), Some(9));
+}
+
+#[test]
+fn berth_cli_tty_and_detach_keys() {
+    let Some(d) = Daemon::start() else { return };
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: script(1) is missing (bsdutils)");
+        return;
+    }
+    let host = format!("unix://{}", d.sock().display());
+    let root = d.root().display().to_string();
+    // A pty on our side through script(1): the container sees a tty, its
+    // exit code comes back.
+    let cmd = format!("{} --root {root} -H {host} run -it --rm busybox sh -c 'tty; read x; echo got-$x; exit 5'", berth());
+    let mut c = Command::new("script");
+    c.args(["-qfec", &cmd, "/dev/null"]).env_remove("DOCKER_HOST");
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_millis(1500));
+    use std::io::Write as _;
+    stdin.write_all(b"abc\r").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    let out = text(&o.stdout).replace('\r', "");
+    assert!(out.contains("/dev/pts/0") && out.contains("got-abc"), "{out}");
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    // ctrl-p ctrl-q detaches and leaves the container running.
+    let cmd = format!("{} --root {root} -H {host} run -it --name det busybox sh", berth());
+    let mut c = Command::new("script");
+    c.args(["-qfec", &cmd, "/dev/null"]).env_remove("DOCKER_HOST");
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"\x10\x11").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the detach keys did not end the session");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    assert_eq!(d.inspect("det", "{{.State.Status}}"), "running");
+    d.bok(&["rm", "-f", "det"]);
+}
+
+#[test]
+fn berth_cli_starts_a_daemon_on_demand() {
+    let Some(d) = Daemon::image_only() else { return };
+    let run_root = d.tmp.path().join("run");
+    let cli = |args: &[&str], autostart: bool| {
+        let mut c = Command::new(berth());
+        c.env_remove("DOCKER_HOST")
+            .env("BERTH_ROOT", d.root())
+            .env("BERTH_RUN_ROOT", &run_root)
+            .args(args)
+            .stdin(Stdio::null());
+        if !autostart {
+            c.env("BERTH_NO_AUTOSTART", "1");
+        }
+        run_timeout(c, Duration::from_secs(60))
+    };
+    assert!(d.serves().is_empty());
+    // Refused when told not to start one.
+    let o = cli(&["ps"], false);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("Cannot connect to the berth daemon"), "{}", text(&o.stderr));
+    let o = cli(&["run", "--rm", "busybox", "true"], false);
+    assert_eq!(o.status.code(), Some(125), "run fails like docker's when the daemon cannot be reached");
+    // The first `berth run` starts it, and says so on stderr only.
+    let o = cli(&["run", "--rm", "busybox", "echo", "hi"], true);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hi\n");
+    assert!(text(&o.stderr).contains("started the daemon"), "{}", text(&o.stderr));
+    assert_eq!(d.serves().len(), 1);
+    // Later verbs use it; no second daemon.
+    let o = cli(&["run", "-d", "--name", "bg", "busybox", "sleep", "300"], true);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&cli(&["ps"], true).stdout).contains(" bg\n"));
+    assert_eq!(d.serves().len(), 1);
+    // Image verbs go through the daemon that holds the store.
+    let o = cli(&["images"], true);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("busybox "), "{}", text(&o.stdout));
+    assert!(cli(&["tag", "busybox", "again:1"], true).status.success());
+    assert_eq!(text(&cli(&["rmi", "again:1"], true).stdout), "Untagged: again:1\n");
+    let o = cli(&["rmi", "busybox"], true);
+    assert!(text(&o.stderr).contains("image is being used by"), "{}", text(&o.stderr));
+    assert!(cli(&["rm", "-f", "bg"], true).status.success());
+}
