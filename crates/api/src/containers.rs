@@ -338,7 +338,7 @@ fn command_line(c: &Container) -> String {
 }
 
 /// One `ps` row, as Docker's ContainerSummary.
-fn summary(c: &Container) -> Value {
+pub fn summary(c: &Container) -> Value {
     let r = &c.record;
     json!({
         "Id": r.id,

@@ -22,33 +22,42 @@ fn truthy(v: Option<&String>) -> bool {
     v.is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True"))
 }
 
+/// Docker's ImageSummary of one image (`containers`: -1 when not counted).
+pub fn image_summary(engine: &berth_engine::Engine, rec: &berth_image::images::ImageRecord, tags: &[String], size: u64, shared: i64, containers: i64) -> Value {
+    let store = engine.images();
+    let created = store
+        .content()
+        .read(&rec.id)
+        .ok()
+        .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
+        .and_then(|v| v.get("created").and_then(|c| c.as_str()).map(str::to_string))
+        .and_then(|c| berth_engine::logs::parse_time(&c))
+        .unwrap_or(0.0) as i64;
+    let labels = engine.image_config(&rec.id).ok().and_then(|c| c.labels).unwrap_or_default();
+    json!({
+        "Id": rec.id.to_string(),
+        "ParentId": "",
+        "RepoTags": tags.iter().map(|t| docker_view::familiar(t)).collect::<Vec<_>>(),
+        "RepoDigests": rec.repo_digests.iter().map(|d| docker_view::familiar(d)).collect::<Vec<_>>(),
+        "Created": created,
+        "Size": size,
+        "VirtualSize": size,
+        "SharedSize": shared,
+        "Labels": labels,
+        "Containers": containers,
+    })
+}
+
 /// `GET /images/json`: Docker's ImageSummary list.
 pub async fn list(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
     blocking(move || {
         let store = s.images();
-        let mut out = Vec::new();
-        for (rec, tags) in store.db().list()? {
-            let created = store
-                .content()
-                .read(&rec.id)
-                .ok()
-                .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
-                .and_then(|v| v.get("created").and_then(|c| c.as_str()).map(str::to_string))
-                .and_then(|c| berth_engine::logs::parse_time(&c))
-                .unwrap_or(0.0) as i64;
-            let labels = s.image_config(&rec.id).ok().and_then(|c| c.labels).unwrap_or_default();
-            out.push(json!({
-                "Id": rec.id.to_string(),
-                "ParentId": "",
-                "RepoTags": tags.iter().map(|t| docker_view::familiar(t)).collect::<Vec<_>>(),
-                "RepoDigests": rec.repo_digests.iter().map(|d| docker_view::familiar(d)).collect::<Vec<_>>(),
-                "Created": created,
-                "Size": store.unpacked_size(&rec),
-                "SharedSize": -1,
-                "Labels": labels,
-                "Containers": -1,
-            }));
-        }
+        let out: Vec<Value> = store
+            .db()
+            .list()?
+            .iter()
+            .map(|(rec, tags)| image_summary(&s, rec, tags, store.unpacked_size(rec), -1, -1))
+            .collect();
         Ok(Json(Value::Array(out)))
     })
     .await
@@ -285,4 +294,26 @@ pub async fn load(State(s): State<AppState>, body: axum::body::Bytes) -> ApiResu
         }
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], out))
+}
+
+/// `POST /images/prune?filters=`: `{"dangling":["false"]}` prunes every
+/// unused image (docker's `-a`), otherwise dangling ones only.
+pub async fn prune(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<impl IntoResponse> {
+    let filters = crate::containers::parse_filters(&q)?;
+    if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
+        return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+    }
+    let all = filters.get("dangling").is_some_and(|v| v.iter().any(|x| matches!(x.as_str(), "false" | "0")));
+    blocking(move || {
+        let (removed, bytes) = s.prune_images(all)?;
+        let items: Vec<Value> = removed
+            .into_iter()
+            .map(|r| match r {
+                Removed::Untagged(n) => json!({"Untagged": n}),
+                Removed::Deleted(d) => json!({"Deleted": d}),
+            })
+            .collect();
+        Ok(Json(json!({"ImagesDeleted": items, "SpaceReclaimed": bytes})))
+    })
+    .await
 }

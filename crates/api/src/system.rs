@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`.
+//! `/_ping`, `/version`, `/info`, `/system/df`.
 
 use axum::extract::State;
 use axum::http::header::{HeaderMap, HeaderValue};
@@ -130,4 +130,46 @@ pub async fn info(State(engine): State<AppState>) -> ApiResult<impl IntoResponse
         })))
     })
     .await
+}
+
+/// Docker's `/system/df` answer for `engine` (also what `berth system df`
+/// prints from when no daemon holds the store).
+pub fn disk_usage_json(engine: &berth_engine::Engine) -> berth_engine::Result<serde_json::Value> {
+    let du = engine.disk_usage()?;
+    let images: Vec<serde_json::Value> = du
+        .images
+        .iter()
+        .map(|i| crate::images::image_summary(engine, &i.record, &i.tags, i.size, i.shared_size as i64, i.containers as i64))
+        .collect();
+    let containers: Vec<serde_json::Value> = du
+        .containers
+        .iter()
+        .map(|(c, size)| {
+            let mut v = crate::containers::summary(c);
+            v["SizeRw"] = json!(size);
+            v["SizeRootFs"] = json!(size + engine.images().resolve(&c.record.image_id).map(|r| engine.images().unpacked_size(&r)).unwrap_or(0));
+            v
+        })
+        .collect();
+    let volumes: Vec<serde_json::Value> = du
+        .volumes
+        .iter()
+        .map(|(v, size, refs)| {
+            let mut j = serde_json::to_value(v).unwrap_or_else(|_| json!({}));
+            j["UsageData"] = json!({"Size": size, "RefCount": refs});
+            j
+        })
+        .collect();
+    Ok(json!({
+        "LayersSize": du.layers_size,
+        "Images": images,
+        "Containers": containers,
+        "Volumes": volumes,
+        "BuildCache": [],
+    }))
+}
+
+/// `GET /system/df`.
+pub async fn df(State(engine): State<AppState>) -> ApiResult<impl IntoResponse> {
+    blocking(move || Ok(Json(disk_usage_json(&engine)?))).await
 }

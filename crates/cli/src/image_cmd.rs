@@ -158,11 +158,10 @@ pub struct InspectArgs {
 /// `berth image prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove all images without a tag, not only dangling ones
-    /// (berth has no dangling images yet: removes untagged images).
+    /// Remove all images no container uses, not just dangling ones.
     #[arg(short, long)]
     pub all: bool,
-    /// Do not prompt for confirmation (accepted; berth never prompts).
+    /// Do not prompt for confirmation.
     #[arg(short, long)]
     pub force: bool,
 }
@@ -226,7 +225,8 @@ pub fn image(args: &StoreArgs, cmd: ImageCommand) -> i32 {
         ImageCommand::Inspect(a) => inspect(args, a),
         ImageCommand::Rm(a) => rmi(args, a),
         ImageCommand::Tag(a) => tag(args, a),
-        ImageCommand::Prune(a) => prune(args, a),
+        // Routed by main (it needs the engine, in-process or the daemon's).
+        ImageCommand::Prune(_) => 1,
         ImageCommand::Push(a) => crate::registry_cmd::push(args, a),
         ImageCommand::History(a) => crate::history_cmd::history(args, a),
         ImageCommand::Import(a) => crate::import_cmd::import(args, a),
@@ -612,36 +612,6 @@ fn rmi_one(store: &ImageStore, name: &str, force: bool) -> Result<Vec<String>, S
             Removed::Deleted(d) => format!("Deleted: {d}"),
         })
         .collect())
-}
-
-/// `berth image prune`.
-pub fn prune(args: &StoreArgs, a: PruneArgs) -> i32 {
-    let (store, list) = match open_list(args) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let mut deleted = Vec::new();
-    for (rec, tags) in list {
-        if tags.is_empty() && (a.all || rec.repo_digests.is_empty()) {
-            if let Err(e) = store.db().delete(&rec.id) {
-                return fail(e);
-            }
-            deleted.push(rec.id.to_string());
-        }
-    }
-    let report = match store.gc() {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    if !deleted.is_empty() {
-        println!("Deleted Images:");
-        for d in &deleted {
-            println!("deleted: {d}");
-        }
-        println!();
-    }
-    println!("Total reclaimed space: {}", human(report.bytes));
-    0
 }
 
 #[cfg(test)]

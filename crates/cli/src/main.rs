@@ -115,6 +115,8 @@ fn image_verb(store: &image_cmd::StoreArgs, daemon: &client::DaemonArgs, cmd: Co
             Command::Rmi(a) | Command::Image(image_cmd::ImageCommand::Rm(a)) => api::run(api::rmi(conn, a)),
             Command::Tag(a) | Command::Image(image_cmd::ImageCommand::Tag(a)) => api::run(api::tag(conn, a)),
             Command::Image(image_cmd::ImageCommand::Inspect(a)) => api::run(api::inspect(conn, a.images)),
+            Command::System(c) => system_cmd::system(store, daemon, Some(conn), c),
+            Command::Image(image_cmd::ImageCommand::Prune(a)) => api::prune(&store.root, daemon, Some(conn), a),
             _ => {
                 eprintln!(
                     "this verb does not go through the daemon yet, and the daemon at unix://{} holds the image store under {}: stop it (or use another --root) to run it",
@@ -130,13 +132,14 @@ fn image_verb(store: &image_cmd::StoreArgs, daemon: &client::DaemonArgs, cmd: Co
         Command::Images(a) => image_cmd::images(store, a),
         Command::Rmi(a) => image_cmd::rmi(store, a),
         Command::Tag(a) => image_cmd::tag(store, a),
+        Command::Image(image_cmd::ImageCommand::Prune(a)) => api::prune(&store.root, daemon, None, a),
         Command::Image(c) => image_cmd::image(store, c),
         Command::Push(a) => registry_cmd::push(store, a),
         Command::History(a) => history_cmd::history(store, a),
         Command::Import(a) => import_cmd::import(store, a),
         Command::Save(a) => archive_cmd::save(store, a),
         Command::Load(a) => archive_cmd::load(store, a),
-        Command::System(c) => system_cmd::system(store, c),
+        Command::System(c) => system_cmd::system(store, daemon, None, c),
         _ => 1,
     }
 }

@@ -1,17 +1,15 @@
-//! `berth system …`: `df` (disk usage by images, containers, volumes and
-//! build cache, as Docker's table).
-//!
-//! Images from the image store; containers from the engine's database on
-//! the same root (their writable layers); volumes and the build cache are
-//! not counted yet.
+//! `berth system df`: disk usage by images, containers, volumes and build
+//! cache, as Docker's table. The numbers are Docker's `/system/df` answer:
+//! from the daemon when one holds the store, else computed in-process by
+//! the same engine code (`berth_api::system::disk_usage_json`).
 
-use std::collections::HashMap;
 use std::io::Write;
 
-use berth_image::store::{short, ImageStore};
 use clap::{Args, Subcommand};
+use serde_json::Value;
 
-use crate::image_cmd::{ago, created_of, fail, human, open, print_table, split_tag, StoreArgs};
+use crate::client::{ago, CliError, CliResult, DaemonArgs};
+use crate::image_cmd::{human, print_table, StoreArgs};
 
 /// `berth system …`.
 #[derive(Debug, Subcommand)]
@@ -31,100 +29,80 @@ pub struct DfArgs {
     pub format: Option<String>,
 }
 
-/// Runs a `system` subcommand.
-pub fn system(args: &StoreArgs, cmd: SystemCommand) -> i32 {
-    match cmd {
-        SystemCommand::Df(a) => df(args, a),
-    }
-}
-
-/// Space used by images: each layer snapshot counted once however many
-/// images share it.
-struct ImageUsage {
-    total: usize,
-    active: usize,
-    size: u64,
-    reclaimable: u64,
-}
-
-fn image_usage(store: &ImageStore, list: &[(berth_image::images::ImageRecord, Vec<String>)]) -> ImageUsage {
-    let mut layers: HashMap<&berth_image::Digest, u64> = HashMap::new();
-    for (rec, _) in list {
-        for l in &rec.layers {
-            layers.entry(&l.chain_id).or_insert_with(|| store.layer_size(&l.chain_id));
+/// Runs a `system` subcommand; `conn` is the daemon holding the store, if any.
+pub fn system(args: &StoreArgs, daemon: &DaemonArgs, conn: Option<crate::client::Conn>, cmd: SystemCommand) -> i32 {
+    let r = match cmd {
+        SystemCommand::Df(a) => usage(args, daemon, conn).and_then(|v| print_df(&v, &a)),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
         }
     }
-    let size = layers.values().sum();
-    // No container uses an image until the engine runs containers.
-    ImageUsage { total: list.len(), active: 0, size, reclaimable: size }
 }
 
-/// Bytes under `dir` (regular files, not following links).
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
+/// The `/system/df` document, from the daemon or computed here.
+fn usage(args: &StoreArgs, daemon: &DaemonArgs, conn: Option<crate::client::Conn>) -> CliResult<Value> {
+    if let Some(conn) = conn {
+        return crate::client::runtime()?.block_on(conn.get("/system/df"));
+    }
+    let engine = crate::client::image_api::local_engine(&args.root, daemon)?;
+    berth_api::system::disk_usage_json(&engine).map_err(|e| CliError::Other(e.to_string()))
 }
 
 fn percent(part: u64, whole: u64) -> String {
     (part * 100).checked_div(whole).map(|p| format!(" ({p}%)")).unwrap_or_default()
 }
 
-/// `berth system df`.
-pub fn df(args: &StoreArgs, a: DfArgs) -> i32 {
-    let store = match open(args) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let list = match store.db().list() {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let mut u = image_usage(&store, &list);
-    // Containers of an engine on this root: their images are in use, their
-    // writable layers take space.
-    let engine_paths = berth_engine::paths::Paths { root: args.root.clone(), run_root: std::path::PathBuf::new() };
-    let containers = berth_engine::db::ContainerDb::open(&args.root).and_then(|db| db.list()).unwrap_or_default();
-    let is_running = |id: &str| {
-        berth_engine::monitor::load_state(&engine_paths.container(id)).status == berth_engine::record::Status::Running
-    };
-    let running = containers.iter().filter(|c| is_running(&c.id)).count();
-    let upper_size: u64 = containers.iter().map(|c| dir_size(&engine_paths.container(&c.id).upper())).sum();
-    let stopped_size: u64 = containers
-        .iter()
-        .filter(|c| !is_running(&c.id))
-        .map(|c| dir_size(&engine_paths.container(&c.id).upper()))
-        .sum();
-    let used: std::collections::HashSet<&str> = containers.iter().map(|c| c.image_id.as_str()).collect();
-    u.active = list.iter().filter(|(r, _)| used.contains(r.id.to_string().as_str())).count();
-    let mut used_layers: HashMap<&berth_image::Digest, u64> = HashMap::new();
-    for (rec, _) in list.iter().filter(|(r, _)| used.contains(r.id.to_string().as_str())) {
-        for l in &rec.layers {
-            used_layers.entry(&l.chain_id).or_insert_with(|| store.layer_size(&l.chain_id));
-        }
-    }
-    u.reclaimable = u.size.saturating_sub(used_layers.values().sum());
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn items<'a>(v: &'a Value, k: &str) -> Vec<&'a Value> {
+    v.get(k).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
+}
+
+/// Prints the summary (or `-v` details) docker's way, with docker's
+/// arithmetic for what is reclaimable.
+fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
+    let images = items(v, "Images");
+    let containers = items(v, "Containers");
+    let volumes = items(v, "Volumes");
+    let layers = u(v, "LayersSize");
+    let active_images: Vec<&&Value> = images.iter().filter(|i| i.get("Containers").and_then(Value::as_i64).unwrap_or(0) > 0).collect();
+    let used: u64 = active_images.iter().map(|i| u(i, "Size").saturating_sub(u(i, "SharedSize"))).sum();
+    let image_reclaim = layers.saturating_sub(used);
+    let running = |c: &Value| c.get("State").and_then(Value::as_str) == Some("running");
+    let ct_size: u64 = containers.iter().map(|c| u(c, "SizeRw")).sum();
+    let ct_reclaim: u64 = containers.iter().filter(|c| !running(c)).map(|c| u(c, "SizeRw")).sum();
+    let vsize = |x: &Value| x.pointer("/UsageData/Size").and_then(Value::as_u64).unwrap_or(0);
+    let vrefs = |x: &Value| x.pointer("/UsageData/RefCount").and_then(Value::as_u64).unwrap_or(0);
+    let vol_size: u64 = volumes.iter().map(|x| vsize(x)).sum();
+    let vol_reclaim: u64 = volumes.iter().filter(|x| vrefs(x) == 0).map(|x| vsize(x)).sum();
     let rows = vec![
         vec![
             "Images".to_string(),
-            u.total.to_string(),
-            u.active.to_string(),
-            human(u.size),
-            format!("{}{}", human(u.reclaimable), percent(u.reclaimable, u.size)),
+            images.len().to_string(),
+            active_images.len().to_string(),
+            human(layers),
+            format!("{}{}", human(image_reclaim), percent(image_reclaim, layers)),
         ],
         vec![
             "Containers".into(),
             containers.len().to_string(),
-            running.to_string(),
-            human(upper_size),
-            format!("{}{}", human(stopped_size), percent(stopped_size, upper_size)),
+            containers.iter().filter(|c| running(c)).count().to_string(),
+            human(ct_size),
+            format!("{}{}", human(ct_reclaim), percent(ct_reclaim, ct_size)),
         ],
-        vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        vec![
+            "Local Volumes".into(),
+            volumes.len().to_string(),
+            volumes.iter().filter(|x| vrefs(x) > 0).count().to_string(),
+            human(vol_size),
+            format!("{}{}", human(vol_reclaim), percent(vol_reclaim, vol_size)),
+        ],
         vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
     ];
     let mut out = std::io::stdout().lock();
@@ -135,45 +113,31 @@ pub fn df(args: &StoreArgs, a: DfArgs) -> i32 {
             });
             let _ = writeln!(out, "{v}");
         }
-        return 0;
+        return Ok(());
     }
     if !a.verbose {
         print_table(&mut out, &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows);
-        return 0;
+        return Ok(());
     }
-    // -v: per image, with the space shared with other images.
-    let mut users: HashMap<&berth_image::Digest, usize> = HashMap::new();
-    for (rec, _) in &list {
-        for l in &rec.layers {
-            *users.entry(&l.chain_id).or_default() += 1;
-        }
-    }
+    let short = |id: &str| id.trim_start_matches("sha256:").chars().take(12).collect::<String>();
     let mut image_rows = Vec::new();
-    for (rec, tags) in &list {
-        let (mut shared, mut unique) = (0u64, 0u64);
-        for l in &rec.layers {
-            let s = store.layer_size(&l.chain_id);
-            if users.get(&l.chain_id).copied().unwrap_or(0) > 1 {
-                shared += s;
-            } else {
-                unique += s;
-            }
-        }
+    for i in &images {
+        let tags: Vec<String> = items(i, "RepoTags").iter().filter_map(|t| t.as_str().map(String::from)).collect();
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            tags.iter().map(|t| split_tag(t)).collect()
+            tags.iter().map(|t| t.rsplit_once(':').map_or((t.clone(), String::new()), |(r, t)| (r.into(), t.into()))).collect()
         };
         for (repo, tag) in names {
             image_rows.push(vec![
                 repo,
                 tag,
-                short(&rec.id),
-                ago(created_of(&store, rec).as_deref()),
-                human(shared + unique),
-                human(shared),
-                human(unique),
-                "0".into(),
+                short(i.get("Id").and_then(Value::as_str).unwrap_or_default()),
+                ago(i.get("Created").and_then(Value::as_i64).unwrap_or(0)),
+                human(u(i, "Size")),
+                human(u(i, "SharedSize")),
+                human(u(i, "Size").saturating_sub(u(i, "SharedSize"))),
+                i.get("Containers").and_then(Value::as_i64).unwrap_or(0).to_string(),
             ]);
         }
     }
@@ -184,13 +148,34 @@ pub fn df(args: &StoreArgs, a: DfArgs) -> i32 {
         &image_rows,
     );
     let _ = writeln!(out, "\nContainers space usage:\n");
+    let ct_rows: Vec<Vec<String>> = containers
+        .iter()
+        .map(|c| {
+            let cmd = c.get("Command").and_then(Value::as_str).unwrap_or_default();
+            let cmd = if cmd.chars().count() > 20 { format!("{}…", cmd.chars().take(19).collect::<String>()) } else { cmd.to_string() };
+            vec![
+                short(c.get("Id").and_then(Value::as_str).unwrap_or_default()),
+                c.get("Image").and_then(Value::as_str).unwrap_or_default().to_string(),
+                format!("\"{cmd}\""),
+                items(c, "Mounts").len().to_string(),
+                human(u(c, "SizeRw")),
+                ago(c.get("Created").and_then(Value::as_i64).unwrap_or(0)),
+                c.get("Status").and_then(Value::as_str).unwrap_or_default().to_string(),
+                items(c, "Names").first().and_then(|n| n.as_str()).unwrap_or_default().trim_start_matches('/').to_string(),
+            ]
+        })
+        .collect();
     print_table(
         &mut out,
         &["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"],
-        &[],
+        &ct_rows,
     );
     let _ = writeln!(out, "\nLocal Volumes space usage:\n");
-    print_table(&mut out, &["VOLUME NAME", "LINKS", "SIZE"], &[]);
+    let vol_rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|x| vec![x.get("Name").and_then(Value::as_str).unwrap_or_default().to_string(), vrefs(x).to_string(), human(vsize(x))])
+        .collect();
+    print_table(&mut out, &["VOLUME NAME", "LINKS", "SIZE"], &vol_rows);
     let _ = writeln!(out, "\nBuild cache usage: 0B\n");
-    0
+    Ok(())
 }

@@ -799,6 +799,28 @@ impl Engine {
         Ok(self.db.list()?.into_iter().filter(|r| r.image_id == image_id).map(|r| r.id).collect())
     }
 
+    /// `docker image prune`: removes the images no container uses that
+    /// are dangling (neither a tag nor a repository digest), or with `all`
+    /// every unused one; then collects their data. Returns what went
+    /// (untagged names, deleted ids) and the bytes freed.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<berth_image::docker_view::Removed>, u64)> {
+        use berth_image::docker_view::{familiar, Removed};
+        let used: std::collections::HashSet<String> = self.db.list()?.into_iter().map(|r| r.image_id).collect();
+        let mut out = Vec::new();
+        for (rec, tags) in self.images.db().list()? {
+            let id = rec.id.to_string();
+            let dangling = tags.is_empty() && rec.repo_digests.is_empty();
+            if used.contains(&id) || !(all || dangling) {
+                continue;
+            }
+            out.extend(tags.iter().map(|t| Removed::Untagged(familiar(t))));
+            self.images.db().delete(&rec.id)?;
+            out.push(Removed::Deleted(id));
+        }
+        let report = self.images.gc()?;
+        Ok((out, report.bytes))
+    }
+
     /// After a daemon (re)start: containers whose monitor died while the
     /// container was running are marked; AutoRemove containers that exited
     /// while no daemon watched are removed.

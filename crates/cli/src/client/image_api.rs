@@ -203,3 +203,66 @@ pub async fn rmi(conn: Conn, a: RmiArgs) -> CliResult<i32> {
     }
     Ok(code)
 }
+
+/// The engine over `root`, in this process (for verbs whose answer is an
+/// engine-wide computation when no daemon holds the store).
+pub fn local_engine(root: &Path, d: &DaemonArgs) -> CliResult<berth_engine::Engine> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(format!("locating the berth binary: {e}")))?;
+    let cfg = berth_engine::engine::EngineConfig {
+        paths: berth_engine::paths::Paths { root: root.to_path_buf(), run_root: d.run_root.clone() },
+        exe,
+    };
+    berth_engine::Engine::open(cfg).map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// `berth image prune [-a] [-f]`: through the daemon when it holds the
+/// store, else in-process; docker's prompt and output either way.
+pub fn prune(root: &Path, d: &DaemonArgs, conn: Option<Conn>, a: crate::image_cmd::PruneArgs) -> i32 {
+    let warning = if a.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !a.force && !super::container_cmd::confirm(warning) {
+        return 0;
+    }
+    let result: CliResult<Value> = match conn {
+        Some(conn) => {
+            let q = if a.all { query([("filters", r#"{"dangling":["false"]}"#)]) } else { String::new() };
+            super::runtime().and_then(|rt| rt.block_on(conn.post(&format!("/images/prune?{q}"), None)))
+        }
+        None => local_engine(root, d).and_then(|e| {
+            let (removed, bytes) = e.prune_images(a.all).map_err(|e| CliError::Other(e.to_string()))?;
+            let items: Vec<Value> = removed
+                .into_iter()
+                .map(|r| match r {
+                    berth_image::docker_view::Removed::Untagged(n) => serde_json::json!({"Untagged": n}),
+                    berth_image::docker_view::Removed::Deleted(id) => serde_json::json!({"Deleted": id}),
+                })
+                .collect();
+            Ok(serde_json::json!({"ImagesDeleted": items, "SpaceReclaimed": bytes}))
+        }),
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let items: Vec<&Value> = v.get("ImagesDeleted").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    if !items.is_empty() {
+        println!("Deleted Images:");
+        for i in items {
+            if let Some(u) = i.get("Untagged").and_then(Value::as_str) {
+                println!("untagged: {u}");
+            }
+            if let Some(d) = i.get("Deleted").and_then(Value::as_str) {
+                println!("deleted: {d}");
+            }
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human(v.get("SpaceReclaimed").and_then(Value::as_u64).unwrap_or(0)));
+    0
+}

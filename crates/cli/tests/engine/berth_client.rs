@@ -199,3 +199,38 @@ fn berth_cli_starts_a_daemon_on_demand() {
     assert!(text(&o.stderr).contains("image is being used by"), "{}", text(&o.stderr));
     assert!(cli(&["rm", "-f", "bg"], true).status.success());
 }
+
+#[test]
+fn system_df_and_image_prune_through_the_daemon() {
+    let Some(d) = Daemon::start() else { return };
+    d.bok(&["volume", "create", "vol1"]);
+    d.bok(&["run", "-d", "--name", "user", "-v", "vol1:/v", "busybox", "sh", "-c", "echo 12345 > /v/f; echo x > /upper; exec sleep 300"]);
+    d.bok(&["tag", "busybox", "second:1"]);
+    d.bok(&["create", "--name", "idle", "busybox", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.bok(&["system", "df"]).lines().any(|l| l.starts_with("Local Volumes") && l.contains("6B")) {
+        assert!(Instant::now() < deadline, "volume usage never showed: {}", d.bok(&["system", "df"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let df = d.bok(&["system", "df"]);
+    let cols = |prefix: &str| -> Vec<String> {
+        let line = df.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
+        line[prefix.len()..].split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(cols("Images")[..2], ["1", "1"], "{df}");
+    assert_eq!(cols("Containers")[..2], ["2", "1"], "{df}");
+    assert_eq!(cols("Local Volumes")[..2], ["1", "1"], "{df}");
+    // The docker CLI reads the same /system/df.
+    let docker_df = d.ok(&["system", "df"]);
+    assert!(docker_df.lines().any(|l| l.starts_with("Containers") && l.split_whitespace().nth(1) == Some("2")), "{docker_df}");
+    let v = d.bok(&["system", "df", "-v"]);
+    assert!(v.contains("vol1") && v.contains("second") && v.contains(" user\n"), "{v}");
+    // prune -a keeps images in use; once nothing uses them, both names go.
+    let o = d.b(&["image", "prune", "-a", "-f"]);
+    assert!(o.status.success() && !text(&o.stdout).contains("deleted:"), "{}", text(&o.stdout));
+    d.bok(&["rm", "-f", "user", "idle"]);
+    let pruned = d.ok(&["image", "prune", "-a", "-f"]);
+    assert!(pruned.contains("untagged: busybox:latest") && pruned.contains("untagged: second:1"), "{pruned}");
+    assert!(pruned.contains("deleted: sha256:"), "{pruned}");
+    assert_eq!(d.bok(&["images", "-q"]), "");
+}
