@@ -867,10 +867,11 @@ pub async fn archive_put(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let path = archive_path(&q)?;
-    blocking(move || Ok(s.archive_put(&id, &path, &body[..])?)).await?;
+    let reader = crate::body_reader::blocking_reader(body);
+    blocking(move || Ok(s.archive_put(&id, &path, reader)?)).await?;
     Ok(StatusCode::OK.into_response())
 }
 

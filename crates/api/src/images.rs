@@ -110,12 +110,16 @@ fn not_found(name: &str) -> ApiError {
     ApiError { status: StatusCode::NOT_FOUND, message: format!("No such image: {name}") }
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`.
+/// `POST /images/{name}/tag?repo=&tag=` and `POST /images/{name}/push`.
 pub async fn post_dispatch(
     State(s): State<AppState>,
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/push") {
+        return push(s, name.to_string(), q, headers).await;
+    }
     let Some(name) = rest.strip_suffix("/tag").map(str::to_string) else {
         return Err(ApiError { status: StatusCode::NOT_FOUND, message: "page not found".into() });
     };
@@ -191,10 +195,21 @@ impl Progress for JsonProgress {
 
 /// `POST /images/create?fromImage=&tag=&platform=`: pulls, streaming
 /// Docker's progress messages; a failure ends the stream with `errorDetail`.
-pub async fn pull(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    let from = q.get("fromImage").cloned().filter(|f| !f.is_empty()).ok_or_else(|| {
-        ApiError::bad_request("importing images (fromSrc) is not supported through the API yet; use fromImage")
-    })?;
+pub async fn pull(
+    State(s): State<AppState>,
+    Query(all): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    if all.iter().any(|(k, v)| k == "fromSrc" && !v.is_empty()) {
+        return import(s, all, body).await;
+    }
+    let q: HashMap<String, String> = all.into_iter().collect();
+    let from = q
+        .get("fromImage")
+        .cloned()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::bad_request("fromImage or fromSrc is required"))?;
     let tag = q.get("tag").cloned().filter(|t| !t.is_empty());
     let name = match &tag {
         Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
@@ -210,8 +225,9 @@ pub async fn pull(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
     let what = reference.digest().or(reference.tag()).unwrap_or("latest").to_string();
     let _ = tx.send(json!({"status": format!("Pulling from {}", reference.repository()), "id": what}));
     let progress = Arc::new(JsonProgress(tx.clone()));
+    let registry = registry_with(&s, reference.registry(), registry_auth(&headers)?);
     tokio::spawn(async move {
-        let res = s.images().pull(s.registry.clone(), &reference, &platform, progress).await;
+        let res = s.images().pull(registry, &reference, &platform, progress).await;
         match res {
             Ok(out) => {
                 let _ = tx.send(json!({"status": format!("Digest: {}", out.digest)}));
@@ -281,9 +297,11 @@ pub async fn get_many(State(s): State<AppState>, Query(q): Query<Vec<(String, St
     save(s, names).await
 }
 
-/// `POST /images/load`: a docker-archive or oci-archive in the body.
-pub async fn load(State(s): State<AppState>, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
-    let loaded = blocking(move || Ok(s.images().load(&body[..])?)).await?;
+/// `POST /images/load`: a docker-archive or oci-archive in the body,
+/// streamed into the store (never held in memory whole).
+pub async fn load(State(s): State<AppState>, body: Body) -> ApiResult<impl IntoResponse> {
+    let reader = crate::body_reader::blocking_reader(body);
+    let loaded = blocking(move || Ok(s.images().load(reader)?)).await?;
     let mut out = String::new();
     for l in loaded {
         if l.tags.is_empty() {
@@ -294,6 +312,153 @@ pub async fn load(State(s): State<AppState>, body: axum::body::Bytes) -> ApiResu
         }
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], out))
+}
+
+/// Credentials from docker's `X-Registry-Auth` header: base64url (or
+/// standard base64) JSON with `username`/`password` (an `identitytoken`
+/// is used as the password, as registries take refresh tokens that way).
+pub fn registry_auth(headers: &axum::http::HeaderMap) -> ApiResult<Option<berth_image::registry::Credentials>> {
+    use base64::Engine as _;
+    let Some(raw) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+        .map_err(|_| ApiError::bad_request("X-Registry-Auth: not base64"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("X-Registry-Auth: not JSON"))?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    Ok(match (field("username"), field("password").or_else(|| field("identitytoken"))) {
+        (Some(username), Some(password)) => Some(berth_image::registry::Credentials::Basic { username, password }),
+        _ => None,
+    })
+}
+
+/// A registry client with the daemon's options and, for `host`, the
+/// request's credentials (the daemon's own config.json otherwise).
+fn registry_with(s: &AppState, host: &str, creds: Option<berth_image::registry::Credentials>) -> Arc<berth_image::registry::Registry> {
+    match creds {
+        None => s.registry.clone(),
+        Some(c) => {
+            let mut opts = s.registry.options().clone();
+            opts.credentials.insert(host.to_string(), c);
+            Arc::new(berth_image::registry::Registry::new(opts))
+        }
+    }
+}
+
+/// Push progress as Docker's JSON message stream.
+struct JsonPushProgress(tokio::sync::mpsc::UnboundedSender<Value>);
+
+impl berth_image::push::PushProgress for JsonPushProgress {
+    fn event(&self, e: berth_image::push::PushEvent) {
+        use berth_image::push::PushEvent;
+        let v = match e {
+            PushEvent::Preparing { id } => json!({"status": "Preparing", "progressDetail": {}, "id": id}),
+            PushEvent::Pushing { id, current, total } => {
+                json!({"status": "Pushing", "progressDetail": {"current": current, "total": total}, "id": id})
+            }
+            PushEvent::Pushed { id } => json!({"status": "Pushed", "progressDetail": {}, "id": id}),
+            PushEvent::LayerExists { id } => json!({"status": "Layer already exists", "progressDetail": {}, "id": id}),
+            PushEvent::SkippedForeign { id } => json!({"status": "Skipped foreign layer", "progressDetail": {}, "id": id}),
+            PushEvent::Mounted { id, from } => json!({"status": format!("Mounted from {from}"), "progressDetail": {}, "id": id}),
+        };
+        let _ = self.0.send(v);
+    }
+}
+
+/// A stream of JSON messages as a chunked response body.
+fn json_lines(mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>) -> Response {
+    let (btx, brx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        while let Some(v) = rx.recv().await {
+            if btx.send(Ok(bytes::Bytes::from(format!("{v}\r\n")))).await.is_err() {
+                return;
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(tokio_stream(brx))).into_response()
+}
+
+/// `POST /images/{name}/push?tag=`: pushes NAME[:TAG] with the credentials
+/// of `X-Registry-Auth`, streaming docker's progress messages.
+async fn push(s: AppState, name: String, q: HashMap<String, String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+    let tag = q.get("tag").cloned().filter(|t| !t.is_empty());
+    let full = match &tag {
+        Some(t) => format!("{name}:{t}"),
+        None => name.clone(),
+    };
+    let target = ImageRef::parse(&full).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if target.digest().is_some() {
+        return Err(ApiError::bad_request("cannot push a digest reference"));
+    }
+    let (s2, t2) = (s.clone(), target.to_string());
+    let image = blocking(move || {
+        s2.images().resolve(&t2).map_err(|_| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("An image does not exist locally with the tag: {}", docker_view::familiar(&t2)),
+        })
+    })
+    .await?;
+    let registry = registry_with(&s, target.registry(), registry_auth(&headers)?);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let _ = tx.send(json!({"status": format!("The push refers to repository [{}/{}]", target.registry(), target.repository())}));
+    let progress = Arc::new(JsonPushProgress(tx.clone()));
+    tokio::spawn(async move {
+        match s.images().push(registry, &image, &target, progress).await {
+            Ok(out) => {
+                let t = out.tag.clone().unwrap_or_else(|| "latest".into());
+                let _ = tx.send(json!({"status": format!("{t}: digest: {} size: {}", out.digest, out.size)}));
+                let _ = tx.send(json!({"progressDetail": {}, "aux": {"Tag": t, "Digest": out.digest.to_string(), "Size": out.size}}));
+            }
+            Err(e) => {
+                let _ = tx.send(json!({"errorDetail": {"message": e.to_string()}, "error": e.to_string()}));
+            }
+        }
+    });
+    Ok(json_lines(rx))
+}
+
+/// `POST /auth`: checks credentials against a registry (`docker login`).
+pub async fn auth(State(s): State<AppState>, Json(v): Json<Value>) -> ApiResult<impl IntoResponse> {
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (username, password, server) = (field("username"), field("password"), field("serveraddress"));
+    let server = server.trim();
+    let server = server.strip_prefix("https://").or_else(|| server.strip_prefix("http://")).unwrap_or(server);
+    let host = match server.split('/').next().unwrap_or_default() {
+        "" | "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    };
+    let creds = berth_image::registry::Credentials::Basic { username, password };
+    match s.registry.login(&host, &creds).await {
+        Ok(()) => Ok(Json(json!({"Status": "Login Succeeded", "IdentityToken": ""}))),
+        Err(e) => Err(ApiError { status: StatusCode::UNAUTHORIZED, message: e.to_string() }),
+    }
+}
+
+/// `POST /images/create?fromSrc=-&repo=&tag=&changes=&message=` with a
+/// rootfs tarball in the body (`docker import`).
+async fn import(s: AppState, q: Vec<(String, String)>, body: Body) -> ApiResult<Response> {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    if get("fromSrc") != "-" {
+        return Err(ApiError::bad_request("import from a URL is not supported: send the tarball in the body (fromSrc=-)"));
+    }
+    let (repo, tag) = (get("repo"), get("tag"));
+    let mut tags = Vec::new();
+    if !repo.is_empty() {
+        let r = if tag.is_empty() { repo.clone() } else { format!("{repo}:{tag}") };
+        tags.push(ImageRef::parse(&r).map_err(|e| ApiError::bad_request(e.to_string()))?.to_string());
+    }
+    let opts = berth_image::import::ImportOptions {
+        changes: q.iter().filter(|(n, _)| n == "changes").map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect(),
+        message: Some(get("message")).filter(|m| !m.is_empty()),
+        source: "-".into(),
+        platform: berth_image::manifest::Platform::host(),
+    };
+    let reader = crate::body_reader::blocking_reader(body);
+    let rec = blocking(move || Ok(s.images().import_rootfs(reader, &opts, &tags)?)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], format!("{}\r\n", json!({"status": rec.id.to_string()}))).into_response())
 }
 
 /// `POST /images/prune?filters=`: `{"dangling":["false"]}` prunes every

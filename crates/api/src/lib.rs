@@ -16,6 +16,7 @@
 //! - [`volumes`]: named volumes.
 //! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
+pub mod body_reader;
 pub mod containers;
 pub mod error;
 pub mod events;
@@ -106,10 +107,9 @@ pub fn router(engine: AppState) -> Router {
             "/containers/{id}/archive",
             get(containers::archive_get)
                 .head(containers::archive_head)
-                // Archives are buffered in memory for now: cap them well above
-                // axum's 2 MB default.
+                // Archives stream through (body_reader): no size cap.
                 .put(containers::archive_put)
-                .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+                .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/containers/{id}/export", get(containers::export))
         .route("/containers/{id}/changes", get(containers::changes))
@@ -124,10 +124,11 @@ pub fn router(engine: AppState) -> Router {
         .route("/volumes/{name}", get(volumes::inspect).delete(volumes::remove))
         .route("/commit", post(images::commit))
         .route("/images/json", get(images::list))
-        .route("/images/create", post(images::pull))
+        .route("/images/create", post(images::pull).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/images/prune", post(images::prune))
+        .route("/auth", post(images::auth))
         .route("/images/get", get(images::get_many))
-        .route("/images/load", post(images::load).layer(axum::extract::DefaultBodyLimit::max(8 << 30)))
+        .route("/images/load", post(images::load).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/images/{*rest}", get(images::get_dispatch).delete(images::delete).post(images::post_dispatch))
         .with_state(engine)
 }

@@ -115,16 +115,14 @@ fn image_verb(store: &image_cmd::StoreArgs, daemon: &client::DaemonArgs, cmd: Co
             Command::Rmi(a) | Command::Image(image_cmd::ImageCommand::Rm(a)) => api::run(api::rmi(conn, a)),
             Command::Tag(a) | Command::Image(image_cmd::ImageCommand::Tag(a)) => api::run(api::tag(conn, a)),
             Command::Image(image_cmd::ImageCommand::Inspect(a)) => api::run(api::inspect(conn, a.images)),
+            Command::Push(a) | Command::Image(image_cmd::ImageCommand::Push(a)) => api::run(api::push(conn, a)),
+            Command::Import(a) | Command::Image(image_cmd::ImageCommand::Import(a)) => api::run(api::import(conn, a)),
+            Command::Save(a) | Command::Image(image_cmd::ImageCommand::Save(a)) => api::run(api::save(conn, a)),
+            Command::Load(a) | Command::Image(image_cmd::ImageCommand::Load(a)) => api::run(api::load(conn, a)),
+            Command::History(a) | Command::Image(image_cmd::ImageCommand::History(a)) => api::run(api::history(conn, a)),
             Command::System(c) => system_cmd::system(store, daemon, Some(conn), c),
             Command::Image(image_cmd::ImageCommand::Prune(a)) => api::prune(&store.root, daemon, Some(conn), a),
-            _ => {
-                eprintln!(
-                    "this verb does not go through the daemon yet, and the daemon at unix://{} holds the image store under {}: stop it (or use another --root) to run it",
-                    conn.socket.display(),
-                    store.root.display()
-                );
-                1
-            }
+            _ => 1,
         };
     }
     match cmd {

@@ -291,6 +291,9 @@ impl Drop for Daemon {
 
 #[path = "engine/berth_client.rs"]
 mod berth_client;
+#[path = "../../image/tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -478,6 +478,12 @@ impl Registry {
         plain_http_allowed(host, &self.insecure)
     }
 
+    /// The options this client was made with (to derive a client with
+    /// per-request credentials).
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
     /// The credentials used for `host`: explicit ones, else docker's config.json, else anonymous.
     pub fn credentials_for(&self, host: &str) -> Credentials {
         let host = canonical_host(host);

@@ -21,6 +21,52 @@ use super::{CliError, CliResult};
 /// The version prefix on every path, as the docker CLI sends it.
 const PREFIX: &str = "/v1.47";
 
+/// What a request carries.
+pub enum ReqBody {
+    /// Nothing.
+    Empty,
+    /// A JSON document.
+    Json(serde_json::Value),
+    /// A byte stream (an archive), read on a plain thread as it is sent.
+    Stream(Box<dyn std::io::Read + Send>),
+}
+
+impl std::fmt::Debug for ReqBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReqBody::Empty => "Empty",
+            ReqBody::Json(_) => "Json",
+            ReqBody::Stream(_) => "Stream",
+        })
+    }
+}
+
+type Boxed = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A reader as a streamed request body (a thread reads, a channel carries).
+fn stream_body(mut r: Box<dyn std::io::Read + Send>) -> Boxed {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<hyper::body::Frame<Bytes>>>(8);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(&buf[..n])))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    BodyExt::boxed(http_body_util::StreamBody::new(stream))
+}
+
 /// Sends one request on a fresh connection; an error status becomes
 /// [`CliError::Daemon`] with the daemon's message.
 pub async fn request(
@@ -30,10 +76,23 @@ pub async fn request(
     body: Option<serde_json::Value>,
     upgrade: bool,
 ) -> CliResult<Response<Incoming>> {
+    let body = body.map_or(ReqBody::Empty, ReqBody::Json);
+    request_with(socket, method, path, &[], body, upgrade).await
+}
+
+/// [`request`] with extra headers and any kind of body.
+pub async fn request_with(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: ReqBody,
+    upgrade: bool,
+) -> CliResult<Response<Incoming>> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| CliError::Other(format!("connecting to unix://{}: {e}", socket.display())))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(stream))
         .await
         .map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))?;
     tokio::spawn(conn.with_upgrades());
@@ -41,14 +100,22 @@ pub async fn request(
     if upgrade {
         b = b.header("Connection", "Upgrade").header("Upgrade", "tcp");
     }
-    let payload = match body {
-        Some(v) => {
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    let payload: Boxed = match body {
+        ReqBody::Json(v) => {
             b = b.header("Content-Type", "application/json");
-            Bytes::from(serde_json::to_vec(&v).map_err(|e| CliError::Other(e.to_string()))?)
+            let bytes = Bytes::from(serde_json::to_vec(&v).map_err(|e| CliError::Other(e.to_string()))?);
+            BodyExt::boxed(Full::new(bytes).map_err(|never| match never {}))
         }
-        None => Bytes::new(),
+        ReqBody::Empty => BodyExt::boxed(Full::new(Bytes::new()).map_err(|never| match never {})),
+        ReqBody::Stream(r) => {
+            b = b.header("Content-Type", "application/x-tar");
+            stream_body(r)
+        }
     };
-    let req = b.body(Full::new(payload)).map_err(|e| CliError::Other(e.to_string()))?;
+    let req = b.body(payload).map_err(|e| CliError::Other(e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))?;
     if resp.status().is_client_error() || resp.status().is_server_error() {
         let status = resp.status();

@@ -68,12 +68,220 @@ where
     }
 }
 
+/// Prints a daemon's JSON progress stream (pull, push) as docker does
+/// when not on a terminal: a line per layer status change, every other
+/// status as it comes; an `error` message ends it as a failure. Returns
+/// the `aux` documents.
+pub async fn print_progress(resp: hyper::Response<hyper::body::Incoming>, stdout: bool, quiet: bool) -> CliResult<Vec<Value>> {
+    use http_body_util::BodyExt;
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    let mut aux = Vec::new();
+    let say = |line: String| {
+        if stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CliError::Other(format!("reading progress: {e}")))?;
+        let Some(data) = frame.data_ref() else { continue };
+        buf.extend_from_slice(data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else { continue };
+            if let Some(err) = v.get("error").and_then(Value::as_str) {
+                return Err(CliError::Daemon(err.to_string()));
+            }
+            if let Some(a) = v.get("aux") {
+                aux.push(a.clone());
+                continue;
+            }
+            if quiet {
+                continue;
+            }
+            let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
+            match v.get("id").and_then(Value::as_str) {
+                // Byte counts would flood a log: a layer's line is printed
+                // when its status changes.
+                Some(id) if last.get(id).map(String::as_str) != Some(status) => {
+                    last.insert(id.to_string(), status.to_string());
+                    say(format!("{id}: {status}"));
+                }
+                Some(_) => {}
+                None if !status.is_empty() => say(status.to_string()),
+                None => {}
+            }
+        }
+    }
+    Ok(aux)
+}
+
+/// Pulls through the daemon, progress on stdout (`berth pull`) or stderr
+/// (`berth run`).
+pub async fn pull_to(conn: &Conn, image: &str, platform: Option<&str>, quiet: bool, stdout: bool) -> CliResult<()> {
+    let mut pairs = vec![("fromImage", image)];
+    if let Some(p) = platform {
+        pairs.push(("platform", p));
+    }
+    let auth = registry_auth_header(image);
+    let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("X-Registry-Auth", a)).collect();
+    let resp = super::hijack::request_with(
+        &conn.socket,
+        "POST",
+        &format!("/images/create?{}", query(pairs)),
+        &headers,
+        super::hijack::ReqBody::Empty,
+        false,
+    )
+    .await?;
+    print_progress(resp, stdout, quiet).await.map(|_| ())
+}
+
+/// docker's `X-Registry-Auth` for the registry `image` names, from this
+/// user's docker config.json (as the docker CLI sends it); none without
+/// credentials.
+fn registry_auth_header(image: &str) -> Option<String> {
+    use base64::Engine as _;
+    let r = berth_image::registry::ImageRef::parse(image).ok()?;
+    let reg = berth_image::registry::Registry::new(Default::default());
+    match reg.credentials_for(r.registry()) {
+        berth_image::registry::Credentials::Basic { username, password } => {
+            let j = serde_json::json!({"username": username, "password": password, "serveraddress": r.registry()});
+            Some(base64::engine::general_purpose::URL_SAFE.encode(j.to_string()))
+        }
+        berth_image::registry::Credentials::Anonymous => None,
+    }
+}
+
 /// `berth pull` through the daemon.
 pub async fn pull(conn: Conn, a: PullArgs) -> CliResult<i32> {
-    super::run_cmd::pull_image(&conn, &a.name, a.platform.as_deref(), a.quiet).await?;
+    pull_to(&conn, &a.name, a.platform.as_deref(), a.quiet, true).await?;
     if a.quiet {
         println!("{}", a.name);
     }
+    Ok(0)
+}
+
+/// `berth push` through the daemon (credentials from this user's docker
+/// config, as the docker CLI sends them).
+pub async fn push(conn: Conn, a: crate::registry_cmd::PushArgs) -> CliResult<i32> {
+    if a.all_tags {
+        return Err(CliError::Other("push --all-tags does not go through the daemon yet: push each tag".into()));
+    }
+    let r = berth_image::registry::ImageRef::parse(&a.name).map_err(|e| CliError::Other(e.to_string()))?;
+    let explicit_tag = a.name.rsplit('/').next().is_some_and(|last| last.contains(':'));
+    if !explicit_tag && !a.quiet {
+        println!("Using default tag: latest");
+    }
+    let name = format!("{}/{}", r.registry(), r.repository());
+    let tag = r.tag().unwrap_or("latest").to_string();
+    let headers: Vec<(&str, String)> = registry_auth_header(&a.name).into_iter().map(|x| ("X-Registry-Auth", x)).collect();
+    let resp = super::hijack::request_with(
+        &conn.socket,
+        "POST",
+        &format!("/images/{}/push?{}", enc(&name), query([("tag", tag.as_str())])),
+        &headers,
+        super::hijack::ReqBody::Empty,
+        false,
+    )
+    .await?;
+    print_progress(resp, true, a.quiet).await?;
+    if a.quiet {
+        println!("{}", r.familiar());
+    }
+    Ok(0)
+}
+
+/// `berth import` through the daemon: the tarball streams in the body.
+pub async fn import(conn: Conn, a: crate::import_cmd::ImportArgs) -> CliResult<i32> {
+    if a.file.starts_with("http://") || a.file.starts_with("https://") {
+        return Err(CliError::Other("importing from a URL is not supported: download the tarball and import the file".into()));
+    }
+    let input: Box<dyn std::io::Read + Send> = if a.file == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(&a.file).map_err(|e| CliError::Other(format!("open {}: {e}", a.file)))?)
+    };
+    let mut pairs: Vec<(&str, String)> = vec![("fromSrc", "-".into())];
+    if let Some(r) = &a.reference {
+        let (repo, tag) = r.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((r.as_str(), ""));
+        pairs.push(("repo", repo.to_string()));
+        if !tag.is_empty() {
+            pairs.push(("tag", tag.to_string()));
+        }
+    }
+    for c in &a.change {
+        pairs.push(("changes", c.clone()));
+    }
+    if let Some(m) = &a.message {
+        pairs.push(("message", m.clone()));
+    }
+    if let Some(p) = &a.platform {
+        pairs.push(("platform", p.clone()));
+    }
+    let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+    let resp = super::hijack::request_with(&conn.socket, "POST", &format!("/images/create?{q}"), &[], super::hijack::ReqBody::Stream(input), false).await?;
+    let v = super::hijack::read_json(resp).await?;
+    println!("{}", v.get("status").and_then(Value::as_str).unwrap_or_default());
+    Ok(0)
+}
+
+/// `berth save` through the daemon (docker-archive only, as docker's API).
+pub async fn save(conn: Conn, a: crate::archive_cmd::SaveArgs) -> CliResult<i32> {
+    if a.format != "docker-archive" {
+        return Err(CliError::Other(format!("save --format {} does not go through the daemon: the API makes docker-archives", a.format)));
+    }
+    if a.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(CliError::Other("cowardly refusing to save to a terminal. Use the -o flag or redirect".into()));
+    }
+    let q = query(a.images.iter().map(|n| ("names", n.as_str())));
+    let resp = super::hijack::request(&conn.socket, "GET", &format!("/images/get?{q}"), None, false).await?;
+    super::container_cmd::save_body(resp.into_body(), a.output.as_deref()).await?;
+    Ok(0)
+}
+
+/// `berth load` through the daemon: the archive streams in the body.
+pub async fn load(conn: Conn, a: crate::archive_cmd::LoadArgs) -> CliResult<i32> {
+    let input: Box<dyn std::io::Read + Send> = match &a.input {
+        Some(p) if p.is_dir() => return Err(CliError::Other("loading an OCI layout directory does not go through the daemon: stop it, or load an archive".into())),
+        Some(p) => Box::new(std::fs::File::open(p).map_err(|e| CliError::Other(format!("open {}: {e}", p.display())))?),
+        None => Box::new(std::io::stdin()),
+    };
+    let resp = super::hijack::request_with(&conn.socket, "POST", "/images/load", &[], super::hijack::ReqBody::Stream(input), false).await?;
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.map_err(|e| CliError::Other(e.to_string()))?.to_bytes();
+    for line in body.split(|&b| b == b'\n') {
+        if let Ok(v) = serde_json::from_slice::<Value>(line) {
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                return Err(CliError::Daemon(e.to_string()));
+            }
+            if let Some(s) = v.get("stream").and_then(Value::as_str) {
+                print!("{s}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `berth history` through the daemon.
+pub async fn history(conn: Conn, a: crate::history_cmd::HistoryArgs) -> CliResult<i32> {
+    let v = conn.get(&format!("/images/{}/history", enc(&a.image))).await?;
+    let rows: Vec<crate::history_cmd::Row> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| crate::history_cmd::Row {
+            id: r.get("Id").and_then(Value::as_str).filter(|i| *i != "<missing>").map(String::from),
+            created: r.get("Created").and_then(Value::as_i64).filter(|c| *c > 0),
+            created_by: r.get("CreatedBy").and_then(Value::as_str).unwrap_or_default().to_string(),
+            size: r.get("Size").and_then(Value::as_u64).unwrap_or(0),
+            comment: r.get("Comment").and_then(Value::as_str).unwrap_or_default().to_string(),
+        })
+        .collect();
+    crate::history_cmd::print(&rows, &a);
     Ok(0)
 }
 

@@ -605,47 +605,9 @@ pub fn create_body(a: &CreateArgs, attach: (bool, bool, bool)) -> CliResult<Valu
 }
 
 /// Pulls `image` through the daemon, printing its progress docker's way
-/// (one line per status change, as docker does when not on a terminal).
+/// on stderr (as `docker run` does for an image it lacks).
 pub async fn pull_image(conn: &Conn, image: &str, platform: Option<&str>, quiet: bool) -> CliResult<()> {
-    use http_body_util::BodyExt;
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair("fromImage", image);
-    if let Some(p) = platform {
-        q.append_pair("platform", p);
-    }
-    let resp = hijack::request(&conn.socket, "POST", &format!("/images/create?{}", q.finish()), None, false).await?;
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CliError::Other(format!("reading pull progress: {e}")))?;
-        let Some(data) = frame.data_ref() else { continue };
-        buf.extend_from_slice(data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else { continue };
-            if let Some(err) = v.get("error").and_then(Value::as_str) {
-                return Err(CliError::Daemon(err.to_string()));
-            }
-            if quiet {
-                continue;
-            }
-            let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
-            match v.get("id").and_then(Value::as_str) {
-                Some(id) => {
-                    // Byte-by-byte progress would flood a log: print a
-                    // layer's line when its status changes.
-                    if last.get(id).map(String::as_str) != Some(status) {
-                        last.insert(id.to_string(), status.to_string());
-                        eprintln!("{id}: {status}");
-                    }
-                }
-                None if !status.is_empty() => eprintln!("{status}"),
-                None => {}
-            }
-        }
-    }
-    Ok(())
+    super::image_api::pull_to(conn, image, platform, quiet, false).await
 }
 
 /// Creates the container, pulling its image first when `--pull` says so.

@@ -234,3 +234,48 @@ fn system_df_and_image_prune_through_the_daemon() {
     assert!(pruned.contains("deleted: sha256:"), "{pruned}");
     assert_eq!(d.bok(&["images", "-q"]), "");
 }
+
+#[test]
+fn image_verbs_through_the_daemon() {
+    let Some(d) = Daemon::start() else { return };
+    let Some(reg) = common::TestRegistry::start_with_auth("bob", "s3cret") else { return };
+    let tmp = d.tmp.path();
+    // import streams the tarball to the daemon; --change applies.
+    let id = d.bok(&["import", "-c", "CMD [\"echo\", \"imported\"]", busybox_tarball().to_str().unwrap_or_default(), "imp:1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(d.bok(&["run", "--rm", "imp:1"]), "imported\n");
+    let hist = d.bok(&["history", "imp:1"]);
+    assert!(hist.starts_with("IMAGE") && hist.contains(&id.trim()[7..19]), "{hist}");
+    // save → rmi → load, through the API's archive endpoints.
+    let archive = tmp.join("imp.tar");
+    d.bok(&["save", "-o", archive.to_str().unwrap_or_default(), "imp:1"]);
+    assert_eq!(d.bok(&["rmi", "imp:1"]), format!("Untagged: imp:1\nDeleted: {}", id));
+    assert_eq!(d.bok(&["load", "-i", archive.to_str().unwrap_or_default()]), "Loaded image: imp:1\n");
+    assert_eq!(d.bok(&["images", "-q", "imp"]).trim(), &id.trim()[7..19]);
+    // Push with this user's saved login (sent as X-Registry-Auth).
+    let cfg = common::write_docker_config(tmp, &reg.host, "bob", "s3cret");
+    let name = reg.image("team/imp:v1");
+    d.bok(&["tag", "imp:1", &name]);
+    let mut c = d.berth(&["push", &name]);
+    c.env("DOCKER_CONFIG", cfg.parent().unwrap_or(tmp));
+    let o = run_timeout(c, Duration::from_secs(60));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(out.contains(&format!("The push refers to repository [{}/team/imp]", reg.host)), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("v1: digest: sha256:")), "{out}");
+    // Without credentials the registry refuses, and the error says so.
+    let o = d.b(&["push", &name]);
+    assert_eq!(o.status.code(), Some(1));
+    // The docker CLI logs in through the daemon (/auth) and pulls with it.
+    let dcfg = tmp.join("dcfg");
+    let mut c = d.docker(&["--config", dcfg.to_str().unwrap_or_default(), "login", "-u", "bob", "--password-stdin", &reg.host]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("docker login");
+    use std::io::Write as _;
+    child.stdin.take().expect("stdin").write_all(b"s3cret\n").expect("password");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success() && text(&o.stdout).contains("Login Succeeded"), "{}{}", text(&o.stdout), text(&o.stderr));
+    d.bok(&["rmi", &name]);
+    d.ok(&["--config", dcfg.to_str().unwrap_or_default(), "pull", "-q", &name]);
+    assert_eq!(d.bok(&["run", "--rm", &name]), "imported\n");
+}
