@@ -629,6 +629,13 @@ pub async fn attach(
         stderr: truthy(q.get("stderr")),
     };
     let logs_first = truthy(q.get("logs"));
+    // Detach keys end a tty session (docker applies them to pipes too, where
+    // they corrupt binary input; berth does not).
+    let keys = match q.get("detachKeys").map(String::as_str).filter(|k| !k.is_empty()) {
+        Some(k) => berth_engine::detach::parse_detach_keys(k).map_err(ApiError::bad_request)?,
+        None => berth_engine::detach::parse_detach_keys(berth_engine::detach::DEFAULT_DETACH_KEYS).unwrap_or_default(),
+    };
+    let scanner = berth_engine::detach::DetachScanner::new(if tty { keys } else { Vec::new() });
     let pending = !running(c.state.status);
     if pending {
         engine.attach_pending(&id);
@@ -686,17 +693,49 @@ pub async fn attach(
             let _ = client.shutdown().await;
             return;
         };
-        let (mut mr, mut mw) = monitor.into_split();
-        let (mut cr, mut cw) = tokio::io::split(client);
-        let input = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut cr, &mut mw).await;
-            let _ = mw.shutdown().await;
-        });
-        let _ = tokio::io::copy(&mut mr, &mut cw).await;
+        let (mut mr, mw) = monitor.into_split();
+        let (cr, mut cw) = tokio::io::split(client);
+        let (detached_tx, detached_rx) = tokio::sync::oneshot::channel::<()>();
+        let input = tokio::spawn(copy_input(cr, mw, scanner, detached_tx));
+        tokio::select! {
+            _ = tokio::io::copy(&mut mr, &mut cw) => {}
+            Ok(()) = detached_rx => {}
+        }
         let _ = cw.shutdown().await;
         input.abort();
     });
     Ok(upgraded_response(tty))
+}
+
+/// Copies a hijacked client's input to the container until EOF (then
+/// closes the container's stdin) or until the detach keys (then tells
+/// `detached` and leaves stdin open: the container keeps running).
+pub(crate) async fn copy_input<R, W>(
+    mut from: R,
+    mut to: W,
+    mut scanner: berth_engine::detach::DetachScanner,
+    detached: tokio::sync::oneshot::Sender<()>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let (data, done) = scanner.feed(&buf[..n]);
+        if to.write_all(&data).await.is_err() {
+            return;
+        }
+        if done {
+            let _ = detached.send(());
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Docker's answer to a hijack: 101 UPGRADED to a raw (tty) or

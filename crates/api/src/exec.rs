@@ -37,6 +37,8 @@ pub struct ExecInstance {
     pub exit_code: Option<i32>,
     /// Pid of the runtime exec process while running.
     pub pid: u32,
+    /// Bytes that detach a tty session (`DetachKeys`, default ctrl-p,ctrl-q).
+    pub detach_keys: Vec<u8>,
 }
 
 /// The daemon's exec instances.
@@ -90,8 +92,15 @@ pub async fn create(
         Ok(c.record.id)
     })
     .await?;
+    let keys = v
+        .get("DetachKeys")
+        .and_then(|k| k.as_str())
+        .filter(|k| !k.is_empty())
+        .unwrap_or(berth_engine::detach::DEFAULT_DETACH_KEYS);
+    let detach_keys = berth_engine::detach::parse_detach_keys(keys).map_err(ApiError::bad_request)?;
     let eid = berth_engine::engine::random_id()?;
-    let inst = ExecInstance { container, config, stdin, stdout, stderr, running: false, exit_code: None, pid: 0 };
+    let inst =
+        ExecInstance { container, config, stdin, stdout, stderr, running: false, exit_code: None, pid: 0, detach_keys };
     s.execs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(eid.clone(), inst);
     Ok((StatusCode::CREATED, Json(json!({"Id": eid}))))
 }
@@ -181,6 +190,7 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
         return Ok(StatusCode::OK.into_response());
     }
     let tty = inst.config.tty;
+    let keys = inst.detach_keys.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let mut stdin = child.stdin.take();
@@ -192,11 +202,13 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
             finish(code);
             return;
         };
-        let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (detached_tx, mut detached_rx) = tokio::sync::oneshot::channel::<()>();
+        // Detach keys end a tty session; the process runs on.
+        let scanner = berth_engine::detach::DetachScanner::new(if tty { keys } else { Vec::new() });
         let input = tokio::spawn(async move {
-            if let Some(w) = stdin.as_mut() {
-                let _ = tokio::io::copy(&mut cr, w).await;
-                let _ = w.shutdown().await;
+            if let Some(w) = stdin.take() {
+                crate::containers::copy_input(cr, w, scanner, detached_tx).await;
             }
         });
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
@@ -235,9 +247,23 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
             pump(Box::new(e), 2, tx.clone());
         }
         drop(tx);
-        while let Some(b) = rx.recv().await {
-            if cw.write_all(&b).await.is_err() {
-                break;
+        // After a detach the output is still drained (a process writing to
+        // a closed pipe would die of SIGPIPE), just not sent anywhere.
+        let mut attached = true;
+        loop {
+            tokio::select! {
+                b = rx.recv() => match b {
+                    None => break,
+                    Some(b) => {
+                        if attached && cw.write_all(&b).await.is_err() {
+                            attached = false;
+                        }
+                    }
+                },
+                Ok(()) = &mut detached_rx, if attached => {
+                    attached = false;
+                    let _ = cw.shutdown().await;
+                }
             }
         }
         let mut code = child.wait().await.ok().and_then(|st| st.code()).unwrap_or(-1);

@@ -5,6 +5,7 @@
 //!   remove, wait, list, logs, and recovery after a daemon restart.
 //! - [`monitor`]: the `berth monitor` process, one per container: holds
 //!   stdio, writes logs, records exits, restarts; serves a unix socket.
+//! - [`detach`]: detach keys (ctrl-p,ctrl-q), parsed and scanned for.
 //! - [`disk_usage`]: `system df` (images, containers, volumes).
 //! - [`archive`]: cp in/out, export, diff (paths resolved inside the root).
 //! - [`client`]: the daemon's side of that socket.
@@ -23,6 +24,7 @@
 pub mod archive;
 pub mod client;
 pub mod db;
+pub mod detach;
 pub mod disk_usage;
 pub mod engine;
 pub mod error;

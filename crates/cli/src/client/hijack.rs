@@ -194,23 +194,7 @@ fn write_out(fd: i32, data: &[u8]) {
 
 /// Parses Docker's detach-key notation (`ctrl-p,ctrl-q`, `a,ctrl-@`).
 pub fn parse_detach_keys(s: &str) -> CliResult<Vec<u8>> {
-    let mut out = Vec::new();
-    for k in s.split(',') {
-        let k = k.trim();
-        let b = if let Some(c) = k.strip_prefix("ctrl-") {
-            match c.as_bytes() {
-                [c @ b'a'..=b'z'] => c - b'a' + 1,
-                [c @ b'@'..=b'_'] => c - b'@',
-                _ => return Err(CliError::Other(format!("invalid detach keys ({s}): unknown key {k:?}"))),
-            }
-        } else if k.len() == 1 {
-            k.as_bytes()[0]
-        } else {
-            return Err(CliError::Other(format!("invalid detach keys ({s}): unknown key {k:?}")));
-        };
-        out.push(b);
-    }
-    Ok(out)
+    berth_engine::detach::parse_detach_keys(s).map_err(CliError::Other)
 }
 
 /// How an interactive session ended.
@@ -263,7 +247,7 @@ where
         return Ok(Ended::Eof);
     }
     let mut input = stdin_chunks();
-    let mut matched = 0usize;
+    let mut scanner = berth_engine::detach::DetachScanner::new(detach.to_vec());
     let mut input_open = true;
     loop {
         tokio::select! {
@@ -275,23 +259,13 @@ where
                 }
                 Some(data) => {
                     if tty && !detach.is_empty() {
-                        // Hold back a partial detach sequence; send it on
-                        // as typed if the next key breaks it.
-                        let mut send = Vec::with_capacity(data.len());
-                        for b in data {
-                            if b == detach[matched] {
-                                matched += 1;
-                                if matched == detach.len() {
-                                    let _ = w.write_all(&send).await;
-                                    return Ok(Ended::Detached);
-                                }
-                            } else {
-                                send.extend_from_slice(&detach[..matched]);
-                                matched = 0;
-                                if b == detach[0] { matched = 1 } else { send.push(b) }
-                            }
+                        let (send, detached) = scanner.feed(&data);
+                        if w.write_all(&send).await.is_err() {
+                            input_open = false;
                         }
-                        if w.write_all(&send).await.is_err() { input_open = false; }
+                        if detached {
+                            return Ok(Ended::Detached);
+                        }
                     } else if w.write_all(&data).await.is_err() {
                         input_open = false;
                     }
@@ -363,14 +337,6 @@ pub async fn follow_resize(socket: std::path::PathBuf, path: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detach_keys() {
-        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
-        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(), vec![b'a', 0, 27]);
-        assert!(parse_detach_keys("ctrl-1").is_err());
-        assert!(parse_detach_keys("abc").is_err());
-    }
 
     #[tokio::test]
     async fn demultiplexes_frames() {

@@ -279,3 +279,73 @@ fn image_verbs_through_the_daemon() {
     d.ok(&["--config", dcfg.to_str().unwrap_or_default(), "pull", "-q", &name]);
     assert_eq!(d.bok(&["run", "--rm", &name]), "imported\n");
 }
+
+/// A hijacked API connection made by hand (no client-side detach logic):
+/// returns the stream positioned after the `101` response headers.
+fn raw_hijack(sock: &Path, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).expect("read headers"), 1, "connection closed in the headers");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", text(&head));
+    s
+}
+
+/// Reads until EOF or `limit`; true when the server closed the stream.
+fn closes_within(s: &mut std::os::unix::net::UnixStream, limit: Duration) -> bool {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn daemon_side_detach_keys_for_attach_and_exec() {
+    use std::io::Write as _;
+    let Some(d) = Daemon::start() else { return };
+    d.bok(&["run", "-d", "-it", "--name", "tt", "busybox", "sh"]);
+    d.wait_for("tt", "{{.State.Status}}", "running");
+    // Attach, type the default keys: the daemon ends the session, the
+    // container keeps running.
+    let mut s = raw_hijack(&d.sock(), "/v1.47/containers/tt/attach?stream=1&stdin=1&stdout=1&stderr=1", "");
+    s.write_all(b"echo hi\n\x10\x11").expect("write");
+    assert!(closes_within(&mut s, Duration::from_secs(10)), "the daemon did not end the attach on ctrl-p ctrl-q");
+    assert_eq!(d.inspect("tt", "{{.State.Status}}"), "running");
+    // Custom keys for attach.
+    let mut s = raw_hijack(&d.sock(), "/v1.47/containers/tt/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x,x", "");
+    s.write_all(b"\x18x").expect("write");
+    assert!(closes_within(&mut s, Duration::from_secs(10)), "custom detach keys ignored");
+    // exec -it: detaching leaves the process running.
+    let body = r#"{"AttachStdin":true,"AttachStdout":true,"Tty":true,"Cmd":["sh","-c","sleep 30"]}"#;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default(), "-H", "Content-Type: application/json", "-d", body])
+        .arg("http://x/v1.47/containers/tt/exec")
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("exec create json");
+    let eid = v["Id"].as_str().expect("exec id").to_string();
+    let mut s = raw_hijack(&d.sock(), &format!("/v1.47/exec/{eid}/start"), r#"{"Detach":false,"Tty":true}"#);
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"\x10\x11").expect("write");
+    assert!(closes_within(&mut s, Duration::from_secs(10)), "the daemon did not end the exec session");
+    assert!(d.bok(&["top", "tt"]).contains("sleep 30"), "the exec'd process must survive the detach");
+    d.bok(&["rm", "-f", "tt"]);
+}
