@@ -250,6 +250,8 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
         // After a detach the output is still drained (a process writing to
         // a closed pipe would die of SIGPIPE), just not sent anywhere.
         let mut attached = true;
+        // A oneshot must not be polled again once it has answered.
+        let mut watching = true;
         loop {
             tokio::select! {
                 b = rx.recv() => match b {
@@ -260,9 +262,12 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
                         }
                     }
                 },
-                Ok(()) = &mut detached_rx, if attached => {
-                    attached = false;
-                    let _ = cw.shutdown().await;
+                r = &mut detached_rx, if watching => {
+                    watching = false;
+                    if r.is_ok() {
+                        attached = false;
+                        let _ = cw.shutdown().await;
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! - [`images`]: list, inspect, pull, tag, remove, history.
 //! - [`events`]: the event stream (`/events`) and the per-container exit watchers.
 //! - [`volumes`]: named volumes.
+//! - [`tls`]: the API over TCP with mutual TLS.
 //! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
 pub mod body_reader;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod system;
+pub mod tls;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -134,7 +136,7 @@ pub fn router(engine: AppState) -> Router {
 }
 
 /// Strips a `/v1.NN` prefix from the path.
-fn strip_version(mut req: Request) -> Request {
+pub(crate) fn strip_version(mut req: Request) -> Request {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some((ver, tail)) = rest.split_once('/') {

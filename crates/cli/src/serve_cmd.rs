@@ -26,25 +26,57 @@ pub struct ServeArgs {
     /// Registry reachable over plain HTTP (host:port); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// Require mutual TLS on TCP sockets (the only way berth serves TCP).
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// CA whose certificates clients must present (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tlscacert: Option<PathBuf>,
+    /// The daemon's certificate (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tlscert: Option<PathBuf>,
+    /// The daemon's private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tlskey: Option<PathBuf>,
     /// Leave the caller's session (set by a CLI that starts the daemon in
     /// the background, so it outlives that terminal).
     #[arg(long, hide = true)]
     pub setsid: bool,
 }
 
-fn socket_path(host: &str) -> Result<PathBuf, String> {
+/// Where to listen.
+#[derive(Debug, Clone)]
+enum Listen {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+fn listen_addr(host: &str) -> Result<Listen, String> {
     if let Some(p) = host.strip_prefix("unix://") {
         if p.is_empty() || !p.starts_with('/') {
             return Err(format!("invalid socket address {host:?}: the path must be absolute"));
         }
-        return Ok(PathBuf::from(p));
+        return Ok(Listen::Unix(PathBuf::from(p)));
     }
-    if host.starts_with("tcp://") {
-        return Err(format!(
-            "refusing to listen on {host}: the API gives root on this machine, and berth serves TCP only with mutual TLS, which is not implemented yet"
-        ));
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        if addr.is_empty() {
+            return Err(format!("invalid address {host:?}: use tcp://HOST:PORT"));
+        }
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2376") };
+        return Ok(Listen::Tcp(addr));
     }
-    Err(format!("invalid socket address {host:?}: use unix:///path"))
+    Err(format!("invalid address {host:?}: use unix:///path or tcp://HOST:PORT"))
+}
+
+/// The TLS config for TCP sockets: all of --tlsverify, --tlscacert,
+/// --tlscert and --tlskey, or a refusal saying why.
+fn tls_config(a: &ServeArgs) -> Result<Arc<berth_api::tls::ServerConfig>, String> {
+    let (true, Some(ca), Some(cert), Some(key)) = (a.tlsverify, &a.tlscacert, &a.tlscert, &a.tlskey) else {
+        return Err(
+            "refusing to listen on TCP without mutual TLS: the API gives root on this machine; pass --tlsverify --tlscacert CA.pem --tlscert CERT.pem --tlskey KEY.pem".into(),
+        );
+    };
+    berth_api::tls::server_config(ca, cert, key).map_err(|e| e.to_string())
 }
 
 /// Binds `path` (0600: the API is root's), replacing a stale socket but
@@ -78,10 +110,20 @@ pub fn main(a: ServeArgs) -> i32 {
     }
     let hosts =
         if a.hosts.is_empty() { vec![format!("unix://{}", a.run_root.join("berth.sock").display())] } else { a.hosts.clone() };
-    let sockets: Vec<PathBuf> = match hosts.iter().map(|h| socket_path(h)).collect() {
+    let listens: Vec<Listen> = match hosts.iter().map(|h| listen_addr(h)).collect() {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let tls = if listens.iter().any(|l| matches!(l, Listen::Tcp(_))) {
+        match tls_config(&a) {
+            Ok(t) => Some(t),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let sockets: Vec<PathBuf> =
+        listens.iter().filter_map(|l| if let Listen::Unix(p) = l { Some(p.clone()) } else { None }).collect();
     if let Err(e) = std::fs::create_dir_all(&a.run_root)
         .and_then(|()| std::fs::set_permissions(&a.run_root, std::os::unix::fs::PermissionsExt::from_mode(0o700)))
     {
@@ -106,16 +148,27 @@ pub fn main(a: ServeArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => return fail(format!("starting the async runtime: {e}")),
     };
-    let to_bind = sockets.clone();
     let code = rt.block_on(async move {
         server.watch_running();
         let mut tasks = tokio::task::JoinSet::new();
-        for path in &to_bind {
-            let l = match bind(path) {
-                Ok(l) => l,
-                Err(e) => return fail(e),
-            };
-            tasks.spawn(berth_api::serve(server.clone(), l));
+        for l in &listens {
+            match l {
+                Listen::Unix(path) => {
+                    let l = match bind(path) {
+                        Ok(l) => l,
+                        Err(e) => return fail(e),
+                    };
+                    tasks.spawn(berth_api::serve(server.clone(), l));
+                }
+                Listen::Tcp(addr) => {
+                    let l = match tokio::net::TcpListener::bind(addr.as_str()).await {
+                        Ok(l) => l,
+                        Err(e) => return fail(format!("listening on tcp://{addr}: {e}")),
+                    };
+                    let Some(tls) = tls.clone() else { return fail("internal: TLS config missing".into()) };
+                    tasks.spawn(berth_api::tls::serve_tls(server.clone(), l, tls));
+                }
+            }
         }
         eprintln!("berth serve: API listening on {}", hosts.join(", "));
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

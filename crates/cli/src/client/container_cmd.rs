@@ -387,12 +387,12 @@ async fn start(conn: &Conn, a: StartArgs) -> CliResult<i32> {
     let (id, tty, _) = has_tty(conn, &a.containers[0]).await?;
     let keys = hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
     let stdin = if a.interactive { "1" } else { "0" };
-    let io = hijack::hijack(&conn.socket, &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", stdin), ("stdout", "1"), ("stderr", "1")])), None).await?;
-    let wait = hijack::request(&conn.socket, "POST", &format!("/containers/{id}/wait?condition=next-exit"), None, false).await?;
+    let io = hijack::hijack(conn, &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", stdin), ("stdout", "1"), ("stderr", "1")])), None).await?;
+    let wait = hijack::request(conn, "POST", &format!("/containers/{id}/wait?condition=next-exit"), None, false).await?;
     let wait = tokio::spawn(hijack::read_json(wait));
     let raw = (tty && a.interactive).then(hijack::RawTerminal::enable);
     conn.post(&format!("/containers/{id}/start"), None).await?;
-    let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.socket.clone(), format!("/containers/{id}/resize"))));
+    let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
     let ended = hijack::session(io, tty, a.interactive, &keys).await;
     if let Some(r) = resize {
         r.abort();
@@ -635,7 +635,7 @@ async fn logs(conn: &Conn, a: LogsArgs) -> CliResult<i32> {
         pairs.push(("until", time_arg(u)?));
     }
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
-    let resp = hijack::request(&conn.socket, "GET", &format!("/containers/{id}/logs?{q}"), None, false).await?;
+    let resp = hijack::request(conn, "GET", &format!("/containers/{id}/logs?{q}"), None, false).await?;
     hijack::copy_output(body_reader(resp.into_body()), tty).await?;
     Ok(0)
 }
@@ -722,13 +722,13 @@ async fn attach(conn: &Conn, a: AttachArgs) -> CliResult<i32> {
     }
     let keys = hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
     let io = hijack::hijack(
-        &conn.socket,
+        conn,
         &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", if stdin { "1" } else { "0" }), ("stdout", "1"), ("stderr", "1")])),
         None,
     )
     .await?;
     let raw = (tty && stdin).then(hijack::RawTerminal::enable);
-    let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.socket.clone(), format!("/containers/{id}/resize"))));
+    let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
     let ended = hijack::session(io, tty, stdin, &keys).await;
     if let Some(r) = resize {
         r.abort();
@@ -746,7 +746,7 @@ async fn export(conn: &Conn, a: ExportArgs) -> CliResult<i32> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         return Err(CliError::Other("cowardly refusing to save to a terminal. Use the -o flag or redirect".into()));
     }
-    let resp = hijack::request(&conn.socket, "GET", &format!("/containers/{}/export", enc(&a.container)), None, false).await?;
+    let resp = hijack::request(conn, "GET", &format!("/containers/{}/export", enc(&a.container)), None, false).await?;
     save_body(resp.into_body(), a.output.as_deref()).await?;
     Ok(0)
 }
@@ -799,7 +799,7 @@ async fn events(conn: &Conn, a: EventsArgs) -> CliResult<i32> {
         Some(f) => Some(Template::parse(f)?),
     };
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
-    let resp = hijack::request(&conn.socket, "GET", &format!("/events?{q}"), None, false).await?;
+    let resp = hijack::request(conn, "GET", &format!("/events?{q}"), None, false).await?;
     let mut body = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {

@@ -90,9 +90,9 @@ pub async fn exec(conn: Conn, a: ExecArgs) -> CliResult<i32> {
         conn.post(&format!("/exec/{id}/start"), Some(start)).await?;
         return Ok(0);
     }
-    let io = hijack::hijack(&conn.socket, &format!("/exec/{id}/start"), Some(start)).await?;
+    let io = hijack::hijack(&conn, &format!("/exec/{id}/start"), Some(start)).await?;
     let raw = (a.tty && attach_in).then(hijack::RawTerminal::enable);
-    let resize = a.tty.then(|| tokio::spawn(hijack::follow_resize(conn.socket.clone(), format!("/exec/{id}/resize"))));
+    let resize = a.tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/exec/{id}/resize"))));
     let ended = hijack::session(io, a.tty, attach_in, &keys).await;
     if let Some(r) = resize {
         r.abort();

@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{CliError, CliResult};
+use super::{CliError, CliResult, Conn, Target};
 
 /// The version prefix on every path, as the docker CLI sends it.
 const PREFIX: &str = "/v1.47";
@@ -70,32 +69,25 @@ fn stream_body(mut r: Box<dyn std::io::Read + Send>) -> Boxed {
 /// Sends one request on a fresh connection; an error status becomes
 /// [`CliError::Daemon`] with the daemon's message.
 pub async fn request(
-    socket: &Path,
+    conn: &Conn,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
     upgrade: bool,
 ) -> CliResult<Response<Incoming>> {
     let body = body.map_or(ReqBody::Empty, ReqBody::Json);
-    request_with(socket, method, path, &[], body, upgrade).await
+    request_with(conn, method, path, &[], body, upgrade).await
 }
 
 /// [`request`] with extra headers and any kind of body.
 pub async fn request_with(
-    socket: &Path,
+    conn: &Conn,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: ReqBody,
     upgrade: bool,
 ) -> CliResult<Response<Incoming>> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| CliError::Other(format!("connecting to unix://{}: {e}", socket.display())))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(stream))
-        .await
-        .map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))?;
-    tokio::spawn(conn.with_upgrades());
     let mut b = Request::builder().method(method).uri(format!("{PREFIX}{path}")).header("Host", "berth");
     if upgrade {
         b = b.header("Connection", "Upgrade").header("Upgrade", "tcp");
@@ -116,7 +108,26 @@ pub async fn request_with(
         }
     };
     let req = b.body(payload).map_err(|e| CliError::Other(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))?;
+    let resp = match &conn.target {
+        Target::Unix(socket) => {
+            let s = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| CliError::Other(format!("connecting to unix://{}: {e}", socket.display())))?;
+            send(s, req).await?
+        }
+        Target::Tls { addr, server_name, config } => {
+            let tcp = tokio::net::TcpStream::connect(addr.as_str())
+                .await
+                .map_err(|e| CliError::Other(format!("connecting to tcp://{addr}: {e}")))?;
+            let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                .map_err(|e| CliError::Other(format!("server name {server_name:?}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| CliError::Other(format!("TLS handshake with tcp://{addr}: {e}")))?;
+            send(tls, req).await?
+        }
+    };
     if resp.status().is_client_error() || resp.status().is_server_error() {
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -140,12 +151,24 @@ pub async fn read_json(resp: hyper::Response<hyper::body::Incoming>) -> CliResul
     serde_json::from_slice(&bytes).map_err(|e| CliError::Other(format!("decoding the daemon's answer: {e}")))
 }
 
+/// Sends `req` on a fresh HTTP/1.1 connection over `stream`.
+async fn send<S>(stream: S, req: Request<Boxed>) -> CliResult<Response<Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(stream))
+        .await
+        .map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))?;
+    tokio::spawn(conn.with_upgrades());
+    sender.send_request(req).await.map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))
+}
+
 /// A hijacked connection: the raw byte stream after `101 UPGRADED`.
 pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
 
 /// POSTs `path` asking to hijack the connection.
-pub async fn hijack(socket: &Path, path: &str, body: Option<serde_json::Value>) -> CliResult<Hijacked> {
-    let resp = request(socket, "POST", path, body, true).await?;
+pub async fn hijack(conn: &Conn, path: &str, body: Option<serde_json::Value>) -> CliResult<Hijacked> {
+    let resp = request(conn, "POST", path, body, true).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(CliError::Other(format!("the daemon did not hijack the connection ({})", resp.status())));
     }
@@ -321,16 +344,16 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 /// Keeps the remote tty's size in step with the local terminal: once now,
 /// then on every SIGWINCH. `path` is `/containers/ID/resize` or
 /// `/exec/ID/resize`. Runs until aborted.
-pub async fn follow_resize(socket: std::path::PathBuf, path: String) {
-    let send = |socket: std::path::PathBuf, path: String| async move {
+pub async fn follow_resize(conn: Conn, path: String) {
+    let send = |conn: Conn, path: String| async move {
         if let Some((h, w)) = terminal_size() {
-            let _ = request(&socket, "POST", &format!("{path}?h={h}&w={w}"), None, false).await;
+            let _ = request(&conn, "POST", &format!("{path}?h={h}&w={w}"), None, false).await;
         }
     };
-    send(socket.clone(), path.clone()).await;
+    send(conn.clone(), path.clone()).await;
     let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else { return };
     while sig.recv().await.is_some() {
-        send(socket.clone(), path.clone()).await;
+        send(conn.clone(), path.clone()).await;
     }
 }
 

@@ -35,7 +35,12 @@ fn store_held(root: &Path) -> bool {
 pub fn image_daemon(d: &DaemonArgs, root: &Path) -> CliResult<Option<Conn>> {
     if super::explicit_host(d) {
         return super::connect_existing(d).and_then(|c| {
-            c.map(Some).ok_or_else(|| CliError::Other(format!("Cannot connect to the berth daemon at {}. Is the daemon running?", d.host.clone().unwrap_or_default())))
+            c.map(Some).ok_or_else(|| {
+                CliError::Other(format!(
+                    "Cannot connect to the berth daemon at {}. Is the daemon running?",
+                    d.host.clone().unwrap_or_default()
+                ))
+            })
         });
     }
     if !store_held(root) {
@@ -129,7 +134,7 @@ pub async fn pull_to(conn: &Conn, image: &str, platform: Option<&str>, quiet: bo
     let auth = registry_auth_header(image);
     let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("X-Registry-Auth", a)).collect();
     let resp = super::hijack::request_with(
-        &conn.socket,
+        conn,
         "POST",
         &format!("/images/create?{}", query(pairs)),
         &headers,
@@ -180,7 +185,7 @@ pub async fn push(conn: Conn, a: crate::registry_cmd::PushArgs) -> CliResult<i32
     let tag = r.tag().unwrap_or("latest").to_string();
     let headers: Vec<(&str, String)> = registry_auth_header(&a.name).into_iter().map(|x| ("X-Registry-Auth", x)).collect();
     let resp = super::hijack::request_with(
-        &conn.socket,
+        &conn,
         "POST",
         &format!("/images/{}/push?{}", enc(&name), query([("tag", tag.as_str())])),
         &headers,
@@ -223,7 +228,7 @@ pub async fn import(conn: Conn, a: crate::import_cmd::ImportArgs) -> CliResult<i
         pairs.push(("platform", p.clone()));
     }
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
-    let resp = super::hijack::request_with(&conn.socket, "POST", &format!("/images/create?{q}"), &[], super::hijack::ReqBody::Stream(input), false).await?;
+    let resp = super::hijack::request_with(&conn, "POST", &format!("/images/create?{q}"), &[], super::hijack::ReqBody::Stream(input), false).await?;
     let v = super::hijack::read_json(resp).await?;
     println!("{}", v.get("status").and_then(Value::as_str).unwrap_or_default());
     Ok(0)
@@ -238,7 +243,7 @@ pub async fn save(conn: Conn, a: crate::archive_cmd::SaveArgs) -> CliResult<i32>
         return Err(CliError::Other("cowardly refusing to save to a terminal. Use the -o flag or redirect".into()));
     }
     let q = query(a.images.iter().map(|n| ("names", n.as_str())));
-    let resp = super::hijack::request(&conn.socket, "GET", &format!("/images/get?{q}"), None, false).await?;
+    let resp = super::hijack::request(&conn, "GET", &format!("/images/get?{q}"), None, false).await?;
     super::container_cmd::save_body(resp.into_body(), a.output.as_deref()).await?;
     Ok(0)
 }
@@ -250,7 +255,7 @@ pub async fn load(conn: Conn, a: crate::archive_cmd::LoadArgs) -> CliResult<i32>
         Some(p) => Box::new(std::fs::File::open(p).map_err(|e| CliError::Other(format!("open {}: {e}", p.display())))?),
         None => Box::new(std::io::stdin()),
     };
-    let resp = super::hijack::request_with(&conn.socket, "POST", "/images/load", &[], super::hijack::ReqBody::Stream(input), false).await?;
+    let resp = super::hijack::request_with(&conn, "POST", "/images/load", &[], super::hijack::ReqBody::Stream(input), false).await?;
     use http_body_util::BodyExt;
     let body = resp.into_body().collect().await.map_err(|e| CliError::Other(e.to_string()))?.to_bytes();
     for line in body.split(|&b| b == b'\n') {

@@ -34,12 +34,24 @@ use clap::Args;
 /// Where the daemon is, and what an auto-started one serves.
 #[derive(Debug, Args, Clone)]
 pub struct DaemonArgs {
-    /// Daemon socket to connect to (`unix:///path`).
+    /// Daemon to connect to (`unix:///path`, or `tcp://HOST:PORT` with --tlsverify).
     #[arg(short = 'H', long = "host", env = "DOCKER_HOST", value_name = "unix://PATH")]
     pub host: Option<String>,
     /// Runtime state of the daemon (sockets); its socket is `<run-root>/berth.sock`.
     #[arg(long, env = "BERTH_RUN_ROOT", default_value = "/run/berth")]
     pub run_root: PathBuf,
+    /// Use TLS and verify the daemon (required for tcp://).
+    #[arg(long, env = "DOCKER_TLS_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub tlsverify: bool,
+    /// Trust certs signed only by this CA (default `$DOCKER_CERT_PATH/ca.pem`).
+    #[arg(long, value_name = "PATH")]
+    pub tlscacert: Option<PathBuf>,
+    /// Client certificate (default `$DOCKER_CERT_PATH/cert.pem`).
+    #[arg(long, value_name = "PATH")]
+    pub tlscert: Option<PathBuf>,
+    /// Client key (default `$DOCKER_CERT_PATH/key.pem`).
+    #[arg(long, value_name = "PATH")]
+    pub tlskey: Option<PathBuf>,
 }
 
 /// A client-side failure, printed once at the edge.
@@ -72,45 +84,106 @@ impl From<std::io::Error> for CliError {
 /// Shorthand.
 pub type CliResult<T> = Result<T, CliError>;
 
-/// A daemon to talk to: each request opens a fresh connection to its socket.
+/// A daemon to talk to: each request opens a fresh connection.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    /// The daemon's API socket.
-    pub socket: PathBuf,
+    /// Where it is.
+    pub target: Target,
 }
 
-/// The socket path of `-H`/`DOCKER_HOST`, or of the default daemon.
-fn socket_of(d: &DaemonArgs) -> CliResult<(PathBuf, bool)> {
+/// How to reach a daemon.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A unix socket.
+    Unix(PathBuf),
+    /// TCP with mutual TLS.
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// The name the daemon's certificate must carry.
+        server_name: String,
+        /// Roots and client certificate.
+        config: std::sync::Arc<rustls::ClientConfig>,
+    },
+}
+
+impl Target {
+    /// The address as docker writes it.
+    pub fn display(&self) -> String {
+        match self {
+            Target::Unix(p) => format!("unix://{}", p.display()),
+            Target::Tls { addr, .. } => format!("tcp://{addr}"),
+        }
+    }
+
+    /// True when something accepts connections there.
+    fn answers(&self) -> bool {
+        match self {
+            Target::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            Target::Tls { addr, .. } => std::net::TcpStream::connect(addr).is_ok(),
+        }
+    }
+}
+
+/// The client's TLS config: the CA to trust and the certificate to show,
+/// from the flags or `$DOCKER_CERT_PATH` (default `~/.docker`).
+fn tls_client(d: &DaemonArgs) -> CliResult<std::sync::Arc<rustls::ClientConfig>> {
+    let dir = std::env::var_os("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .unwrap_or_else(|| PathBuf::from(".docker"));
+    let pick = |flag: &Option<PathBuf>, file: &str| flag.clone().unwrap_or_else(|| dir.join(file));
+    let err = |e: std::io::Error| CliError::Other(e.to_string());
+    let roots = berth_api::tls::load_roots(&pick(&d.tlscacert, "ca.pem")).map_err(err)?;
+    let certs = berth_api::tls::load_certs(&pick(&d.tlscert, "cert.pem")).map_err(err)?;
+    let key = berth_api::tls::load_key(&pick(&d.tlskey, "key.pem")).map_err(err)?;
+    let cfg = rustls::ClientConfig::builder_with_provider(berth_api::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Other(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| CliError::Other(format!("using the client certificate: {e}")))?;
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// The daemon `-H`/`DOCKER_HOST` names, or the default one (`true`).
+fn target_of(d: &DaemonArgs) -> CliResult<(Target, bool)> {
     let Some(host) = d.host.as_deref().filter(|h| !h.is_empty()) else {
-        return Ok((d.run_root.join("berth.sock"), true));
+        return Ok((Target::Unix(d.run_root.join("berth.sock")), true));
     };
     if let Some(p) = host.strip_prefix("unix://") {
         if p.starts_with('/') {
-            return Ok((PathBuf::from(p), false));
+            return Ok((Target::Unix(PathBuf::from(p)), false));
         }
     }
-    if host.starts_with("tcp://") {
-        return Err(CliError::Other(format!(
-            "cannot connect to {host}: berth speaks TCP only with mutual TLS, which is not implemented yet; use unix://PATH"
-        )));
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        if !d.tlsverify {
+            return Err(CliError::Other(format!(
+                "cannot connect to {host} without TLS: berth serves TCP only with mutual TLS; pass --tlsverify (and --tlscacert/--tlscert/--tlskey or DOCKER_CERT_PATH)"
+            )));
+        }
+        let addr = addr.trim_end_matches('/');
+        let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2376") };
+        let server_name = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default();
+        return Ok((Target::Tls { addr, server_name, config: tls_client(d)? }, false));
     }
-    Err(CliError::Other(format!("invalid daemon address {host:?}: use unix:///path")))
+    Err(CliError::Other(format!("invalid daemon address {host:?}: use unix:///path or tcp://HOST:PORT")))
 }
 
 impl Conn {
     /// `GET path` → its JSON.
     pub async fn get(&self, path: &str) -> CliResult<serde_json::Value> {
-        hijack::read_json(hijack::request(&self.socket, "GET", path, None, false).await?).await
+        hijack::read_json(hijack::request(self, "GET", path, None, false).await?).await
     }
 
     /// `POST path` (with a JSON body) → its JSON (`null` when empty).
     pub async fn post(&self, path: &str, body: Option<serde_json::Value>) -> CliResult<serde_json::Value> {
-        hijack::read_json(hijack::request(&self.socket, "POST", path, body, false).await?).await
+        hijack::read_json(hijack::request(self, "POST", path, body, false).await?).await
     }
 
     /// `DELETE path` → its JSON (`null` when empty).
     pub async fn delete(&self, path: &str) -> CliResult<serde_json::Value> {
-        hijack::read_json(hijack::request(&self.socket, "DELETE", path, None, false).await?).await
+        hijack::read_json(hijack::request(self, "DELETE", path, None, false).await?).await
     }
 }
 
@@ -123,32 +196,27 @@ pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String 
     q.finish()
 }
 
-/// True when something accepts connections on `sock`.
-fn answers(sock: &Path) -> bool {
-    std::os::unix::net::UnixStream::connect(sock).is_ok()
-}
-
 /// Connects to the daemon `d` names, starting the default one if needed
 /// (see the module doc). `root` and `insecure` configure a started daemon.
 pub fn connect(d: &DaemonArgs, root: &Path, insecure: &[String]) -> CliResult<Conn> {
-    let (socket, default) = socket_of(d)?;
-    if !answers(&socket) {
+    let (target, default) = target_of(d)?;
+    if !target.answers() {
+        let Target::Unix(socket) = &target else {
+            return Err(CliError::Other(format!("Cannot connect to the berth daemon at {}. Is the daemon running?", target.display())));
+        };
         if !default {
-            return Err(CliError::Other(format!(
-                "Cannot connect to the berth daemon at unix://{}. Is the daemon running?",
-                socket.display()
-            )));
+            return Err(CliError::Other(format!("Cannot connect to the berth daemon at {}. Is the daemon running?", target.display())));
         }
-        autostart(d, &socket, root, insecure)?;
+        autostart(d, socket, root, insecure)?;
     }
-    Ok(Conn { socket })
+    Ok(Conn { target })
 }
 
 /// Connects only if a daemon already answers (image verbs fall back to the
 /// local store when none does).
 pub fn connect_existing(d: &DaemonArgs) -> CliResult<Option<Conn>> {
-    let (socket, _) = socket_of(d)?;
-    Ok(answers(&socket).then_some(Conn { socket }))
+    let (target, _) = target_of(d)?;
+    Ok(target.answers().then_some(Conn { target }))
 }
 
 /// True when the user named a daemon (`-H` or `DOCKER_HOST`).
@@ -177,7 +245,7 @@ fn autostart(d: &DaemonArgs, socket: &Path, root: &Path, insecure: &[String]) ->
         .map_err(|e| other(&lock_path.display().to_string(), e))?;
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| other("locking autostart.lock", e.into()))?;
-    if answers(socket) {
+    if Target::Unix(socket.to_path_buf()).answers() {
         return Ok(());
     }
     let exe = std::env::current_exe().map_err(|e| other("locating the berth binary", e))?;
@@ -208,7 +276,7 @@ fn autostart(d: &DaemonArgs, socket: &Path, root: &Path, insecure: &[String]) ->
     let mut child = cmd.spawn().map_err(|e| other("spawning berth serve", e))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if answers(socket) {
+        if Target::Unix(socket.to_path_buf()).answers() {
             eprintln!(
                 "berth: started the daemon (pid {}) on unix://{}; its log is {}",
                 child.id(),
@@ -287,12 +355,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_selection() {
-        let d = |h: Option<&str>| DaemonArgs { host: h.map(String::from), run_root: "/r".into() };
-        assert_eq!(socket_of(&d(None)).unwrap(), (PathBuf::from("/r/berth.sock"), true));
-        assert_eq!(socket_of(&d(Some(""))).unwrap(), (PathBuf::from("/r/berth.sock"), true));
-        assert_eq!(socket_of(&d(Some("unix:///x/y.sock"))).unwrap(), (PathBuf::from("/x/y.sock"), false));
-        assert!(socket_of(&d(Some("tcp://1.2.3.4:2375"))).is_err());
-        assert!(socket_of(&d(Some("unix://rel"))).is_err());
+    fn daemon_selection() {
+        let d = |h: Option<&str>| DaemonArgs {
+            host: h.map(String::from),
+            run_root: "/r".into(),
+            tlsverify: false,
+            tlscacert: None,
+            tlscert: None,
+            tlskey: None,
+        };
+        let unix = |a: &DaemonArgs| match target_of(a).unwrap() {
+            (Target::Unix(p), default) => (p, default),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unix(&d(None)), (PathBuf::from("/r/berth.sock"), true));
+        assert_eq!(unix(&d(Some(""))), (PathBuf::from("/r/berth.sock"), true));
+        assert_eq!(unix(&d(Some("unix:///x/y.sock"))), (PathBuf::from("/x/y.sock"), false));
+        assert!(target_of(&d(Some("tcp://1.2.3.4:2375"))).is_err(), "plain TCP is refused");
+        assert!(target_of(&d(Some("unix://rel"))).is_err());
     }
 }

@@ -626,11 +626,11 @@ async fn create(conn: &Conn, a: &CreateArgs, body: &Value) -> CliResult<String> 
         q.append_pair("platform", p);
     }
     let path = format!("/containers/create?{}", q.finish());
-    let resp = match hijack::request(&conn.socket, "POST", &path, Some(body.clone()), false).await {
+    let resp = match hijack::request(conn, "POST", &path, Some(body.clone()), false).await {
         Err(CliError::Daemon(m)) if a.pull == "missing" && m.starts_with("No such image") => {
             eprintln!("Unable to find image '{}' locally", a.image);
             pull_image(conn, &a.image, a.platform.as_deref(), a.quiet).await?;
-            hijack::request(&conn.socket, "POST", &path, Some(body.clone()), false).await?
+            hijack::request(conn, "POST", &path, Some(body.clone()), false).await?
         }
         other => other?,
     };
@@ -710,10 +710,10 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
     q.append_pair("stdin", if att_in { "1" } else { "0" });
     q.append_pair("stdout", if att_out { "1" } else { "0" });
     q.append_pair("stderr", if att_err { "1" } else { "0" });
-    let io = hijack::hijack(&conn.socket, &format!("/containers/{id}/attach?{}", q.finish()), None).await.map_err(exit125)?;
+    let io = hijack::hijack(&conn, &format!("/containers/{id}/attach?{}", q.finish()), None).await.map_err(exit125)?;
     let condition = if c.rm { "removed" } else { "next-exit" };
     let wait_path = format!("/containers/{id}/wait?condition={condition}");
-    let wait_resp = hijack::request(&conn.socket, "POST", &wait_path, None, false).await.map_err(exit125)?;
+    let wait_resp = hijack::request(&conn, "POST", &wait_path, None, false).await.map_err(exit125)?;
     let wait = tokio::spawn(hijack::read_json(wait_resp));
     let _raw = if c.tty && att_in { Some(hijack::RawTerminal::enable()) } else { None };
     if let Err(e) = start(&conn, &id).await {
@@ -724,7 +724,7 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
         }
         return Err(exit125(e));
     }
-    let resize = c.tty.then(|| tokio::spawn(hijack::follow_resize(conn.socket.clone(), format!("/containers/{id}/resize"))));
+    let resize = c.tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
     let ended = hijack::session(io, c.tty, att_in, &detach_keys).await;
     if let Some(r) = resize {
         r.abort();
@@ -743,7 +743,7 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
 
 /// `POST /containers/{id}/start`.
 pub async fn start(conn: &Conn, id: &str) -> CliResult<()> {
-    hijack::request(&conn.socket, "POST", &format!("/containers/{id}/start"), None, false).await.map(|_| ())
+    hijack::request(conn, "POST", &format!("/containers/{id}/start"), None, false).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -349,3 +349,116 @@ fn daemon_side_detach_keys_for_attach_and_exec() {
     assert!(d.bok(&["top", "tt"]).contains("sleep 30"), "the exec'd process must survive the detach");
     d.bok(&["rm", "-f", "tt"]);
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with openssl into `dir`; `None` (skip) when openssl is missing.
+fn make_certs(dir: &Path) -> Option<()> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl is missing");
+        return None;
+    }
+    let sh = |script: &str| {
+        let o = Command::new("bash").arg("-ec").arg(script).current_dir(dir).output().expect("bash");
+        assert!(o.status.success(), "{script}: {}", text(&o.stderr));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=berth-test-ca \
+         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+    ));
+    for (name, cn, ext) in [
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "client", "extendedKeyUsage=clientAuth"),
+        ("rogue", "client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let ca = if name == "rogue" { "rogue-ca" } else { "ca" };
+        if name == "rogue" {
+            sh(&format!("openssl req -x509 {ec} -keyout rogue-ca-key.pem -out rogue-ca.pem -days 2 -subj /CN=rogue -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"));
+        }
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        sh(&format!(
+            "openssl req {ec} -keyout {name}-key.pem -out {name}.csr -subj /CN={cn} && \
+             openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}-key.pem -CAcreateserial -out {name}-cert.pem -days 2 -extfile {name}.ext"
+        ));
+    }
+    Some(())
+}
+
+#[test]
+fn tcp_only_with_mutual_tls() {
+    let Some(mut d) = Daemon::image_only() else { return };
+    let certs = d.tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    if make_certs(&certs).is_none() {
+        return;
+    }
+    let c = |f: &str| certs.join(f).display().to_string();
+    // Plain TCP is refused outright.
+    let o = Command::new(berth())
+        .args(["serve", "--root"])
+        .arg(d.root())
+        .arg("--run-root")
+        .arg(d.tmp.path().join("run"))
+        .args(["-H", "tcp://127.0.0.1:0"])
+        .output()
+        .expect("serve");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("without mutual TLS"), "{}", text(&o.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(d.tmp.path().join("serve.log")).expect("log");
+    let child = Command::new(berth())
+        .args(["serve", "--root"])
+        .arg(d.root())
+        .arg("--run-root")
+        .arg(d.tmp.path().join("run"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock().display()))
+        .args(["-H", &tcp, "--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c("server-cert.pem"), "--tlskey", &c("server-key.pem")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn serve");
+    d.child = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not listen on {tcp}: {}", d.serve_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // berth's CLI over TLS: a run with its attach stream, exit code back.
+    let tls_cli = |cert: &str, args: &[&str]| {
+        let mut cmd = Command::new(berth());
+        cmd.env_remove("DOCKER_HOST")
+            .args(["-H", &tcp, "--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c(&format!("{cert}-cert.pem")), "--tlskey", &c(&format!("{cert}-key.pem"))])
+            .args(args)
+            .stdin(Stdio::null());
+        run_timeout(cmd, Duration::from_secs(60))
+    };
+    let o = tls_cli("client", &["run", "--rm", "busybox", "sh", "-c", "echo over-tls; exit 4"]);
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(4), "over-tls\n".into()), "{}", text(&o.stderr));
+    // The docker CLI too.
+    let o = Command::new("docker")
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", d.tmp.path().join("docker-config"))
+        .args(["--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c("client-cert.pem"), "--tlskey", &c("client-key.pem"), "-H", &tcp])
+        .args(["run", "--rm", "busybox", "echo", "docker-over-tls"])
+        .output()
+        .expect("docker");
+    assert_eq!(text(&o.stdout), "docker-over-tls\n", "{}", text(&o.stderr));
+    // A certificate from another CA, or none at all, gets nothing.
+    let o = tls_cli("rogue", &["ps"]);
+    assert_eq!(o.status.code(), Some(1), "a foreign client certificate was accepted");
+    let o = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &c("ca.pem")])
+        .arg(format!("https://127.0.0.1:{port}/_ping"))
+        .output()
+        .expect("curl");
+    assert_eq!(text(&o.stdout), "000", "a client without a certificate got an answer");
+    // Plain TCP from the client side is refused before connecting.
+    let mut cmd = Command::new(berth());
+    cmd.env_remove("DOCKER_HOST").args(["-H", &tcp, "ps"]);
+    let o = run_timeout(cmd, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("--tlsverify"), "{}", text(&o.stderr));
+}
