@@ -54,6 +54,10 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(client::volume_cmd::VolumeCommand),
+    /// Display system-wide information.
+    Info(client::extra_cmd::InfoArgs),
+    /// Show the berth version information.
+    Version(client::extra_cmd::InfoArgs),
     /// Download an image from a registry.
     Pull(image_cmd::PullArgs),
     /// List images.
@@ -156,6 +160,8 @@ fn main() {
             Command::Container(v) => {
                 client::run_verb(&cli.daemon, &cli.store, 1, |c| client::container_cmd::run_container(c, v))
             }
+            Command::Info(a) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::extra_cmd::info(c, a)),
+            Command::Version(a) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::extra_cmd::version(c, a)),
             Command::Volume(v) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::volume_cmd::run(c, v)),
             Command::Pull(_)
             | Command::Images(_)

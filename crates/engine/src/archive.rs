@@ -81,16 +81,23 @@ fn not_found(path: &str, e: std::io::Error) -> Error {
 
 /// Appends `src` (an object reached through a resolved descriptor) to `tar`
 /// as `name`, recursing into directories without following symlinks.
-fn append_tree(tar: &mut tar::Builder<impl Write>, src: &Path, name: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
+///
+/// At the top, `src` is `/proc/self/fd/N`, itself a (magic) symlink: it is
+/// followed there — it names the object already resolved inside the
+/// root — or the archive would hold a link to the host path instead of the
+/// object. Below it, nothing is followed.
+fn append_tree(tar: &mut tar::Builder<impl Write>, src: &Path, name: &Path, top: bool) -> std::io::Result<()> {
+    let meta = if top { std::fs::metadata(src)? } else { std::fs::symlink_metadata(src)? };
     if meta.is_dir() {
         tar.append_dir(name, src)?;
         let mut entries: Vec<_> = std::fs::read_dir(src)?.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            append_tree(tar, &e.path(), &name.join(e.file_name()))?;
+            append_tree(tar, &e.path(), &name.join(e.file_name()), false)?;
         }
         Ok(())
+    } else if top && meta.is_file() {
+        tar.append_file(name, &mut std::fs::File::open(src)?)
     } else {
         tar.append_path_with_name(src, name)
     }
@@ -147,7 +154,7 @@ impl Engine {
             let mut tar = tar::Builder::new(out);
             tar.follow_symlinks(false);
             let name = if stat.name == "/" { ".".to_string() } else { stat.name.clone() };
-            append_tree(&mut tar, &proc_path(&f), Path::new(&name)).ctx(|| format!("archiving {path}"))?;
+            append_tree(&mut tar, &proc_path(&f), Path::new(&name), true).ctx(|| format!("archiving {path}"))?;
             tar.finish().ctx(|| format!("archiving {path}"))?;
             Ok(())
         })?;
@@ -182,7 +189,7 @@ impl Engine {
             let mut entries: Vec<_> = std::fs::read_dir(&base).ctx(|| "reading rootfs".into())?.flatten().collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
-                append_tree(&mut tar, &e.path(), Path::new(&e.file_name())).ctx(|| "exporting".into())?;
+                append_tree(&mut tar, &e.path(), Path::new(&e.file_name()), false).ctx(|| "exporting".into())?;
             }
             tar.finish().ctx(|| "exporting".into())
         })

@@ -55,6 +55,12 @@ pub enum Verb {
     Export(ExportArgs),
     /// Get real time events from the server.
     Events(EventsArgs),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(super::extra_cmd::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(super::extra_cmd::CpArgs),
+    /// Create a new image from a container's changes.
+    Commit(super::extra_cmd::CommitArgs),
 }
 
 /// `berth container …`: the verbs above plus `prune`.
@@ -321,6 +327,9 @@ pub async fn run(conn: Conn, verb: Verb) -> CliResult<i32> {
         Verb::Attach(a) => attach(&conn, a).await,
         Verb::Export(a) => export(&conn, a).await,
         Verb::Events(a) => events(&conn, a).await,
+        Verb::Stats(a) => super::extra_cmd::stats(conn, a).await,
+        Verb::Cp(a) => super::extra_cmd::cp(conn, a).await,
+        Verb::Commit(a) => super::extra_cmd::commit(conn, a).await,
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod container_cmd;
 pub mod exec_cmd;
+pub mod extra_cmd;
 pub mod hijack;
 pub mod image_api;
 pub mod run_cmd;

@@ -462,3 +462,51 @@ fn tcp_only_with_mutual_tls() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("--tlsverify"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn cp_stats_commit_info_version() {
+    let Some(d) = Daemon::start() else { return };
+    d.bok(&["run", "-d", "--name", "box", "busybox", "sh", "-c", "mkdir -p /d/sub; echo a > /d/f; echo b > /d/sub/g; ln -s /etc/passwd /d/link; exec sleep 300"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.b(&["exec", "box", "test", "-L", "/d/link"]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the container never made its files");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = d.tmp.path().join("out");
+    std::fs::create_dir(&out).expect("out");
+    // Out: a directory into an existing one, a file under a new name; the
+    // objects themselves, never links to where they live on the host.
+    d.bok(&["cp", "box:/d", out.to_str().unwrap_or_default()]);
+    assert_eq!(std::fs::read_to_string(out.join("d/sub/g")).expect("g"), "b\n");
+    assert!(std::fs::symlink_metadata(out.join("d")).expect("d").is_dir());
+    assert_eq!(std::fs::read_link(out.join("d/link")).expect("link"), Path::new("/etc/passwd"));
+    let renamed = out.join("renamed");
+    d.bok(&["cp", "box:/d/f", renamed.to_str().unwrap_or_default()]);
+    assert!(std::fs::symlink_metadata(&renamed).expect("renamed").is_file());
+    assert_eq!(std::fs::read_to_string(&renamed).expect("renamed"), "a\n");
+    let docker_copy = out.join("by-docker");
+    d.ok(&["cp", "box:/d/f", docker_copy.to_str().unwrap_or_default()]);
+    assert!(std::fs::symlink_metadata(&docker_copy).expect("docker copy").is_file(), "docker cp got a link, not the file");
+    // The archive the API serves names no host path.
+    let o = Command::new("curl")
+        .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default(), "http://x/containers/box/archive?path=/d/f"])
+        .output()
+        .expect("curl");
+    assert!(!text(&o.stdout).contains(d.tmp.path().to_str().unwrap_or("/tmp")), "the archive leaks a host path");
+    // In: a file into a directory, and under a new name.
+    let local = d.tmp.path().join("local.txt");
+    std::fs::write(&local, "from-host\n").expect("local");
+    d.bok(&["cp", local.to_str().unwrap_or_default(), "box:/d/sub/"]);
+    d.bok(&["cp", local.to_str().unwrap_or_default(), "box:/d/newname"]);
+    assert_eq!(d.bok(&["exec", "box", "cat", "/d/sub/local.txt", "/d/newname"]), "from-host\nfrom-host\n");
+    // stats --no-stream: docker's columns, the container's pids.
+    let st = d.bok(&["stats", "--no-stream", "box"]);
+    assert!(st.starts_with("CONTAINER ID") && st.contains("MEM USAGE / LIMIT") && st.contains(" box "), "{st}");
+    // commit → an image that runs with the change.
+    let id = d.bok(&["commit", "-c", "CMD [\"cat\", \"/d/newname\"]", "box", "snap:1"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(d.bok(&["run", "--rm", "snap:1"]), "from-host\n");
+    assert!(d.bok(&["info"]).contains(&format!("Docker Root Dir: {}", d.root().display())));
+    assert_eq!(d.bok(&["version", "--format", "{{.Server.ApiVersion}}"]), "1.47\n");
+    d.bok(&["rm", "-f", "box"]);
+}
