@@ -48,7 +48,7 @@ impl Events {
             "Actor": {"ID": id, "Attributes": attributes},
             "scope": "local", "time": now.as_secs(), "timeNano": now.as_nanos() as u64,
         });
-        if typ == "container" {
+        if typ == "container" || typ == "image" {
             // The legacy fields docker CLI still reads.
             ev["status"] = json!(action);
             ev["id"] = json!(id);
@@ -63,6 +63,37 @@ impl Events {
         }
         drop(r);
         let _ = self.tx.send(ev);
+    }
+
+    /// Publishes an image event (`pull`, `push`, `tag`, `untag`, `delete`,
+    /// `import`, `load`, `save`, `prune`): `id` as docker names it (a
+    /// reference for pull/push, else the image id), `name` the reference.
+    pub fn image(&self, action: &str, id: &str, name: &str) {
+        self.emit("image", action, id, HashMap::from([("name".to_string(), name.to_string())]));
+    }
+
+    /// Publishes a volume event (`create`, `destroy`, `prune`).
+    pub fn volume(&self, action: &str, name: &str) {
+        self.emit("volume", action, name, HashMap::from([("driver".to_string(), "local".to_string())]));
+    }
+
+    /// The JSON items of an image removal, publishing `untag`/`delete`
+    /// for each (`id`: the image's id when known).
+    pub fn removed(&self, removed: Vec<berth_image::docker_view::Removed>, id: Option<&str>) -> Vec<Value> {
+        use berth_image::docker_view::Removed;
+        removed
+            .into_iter()
+            .map(|r| match r {
+                Removed::Untagged(n) => {
+                    self.image("untag", id.unwrap_or(&n), &n);
+                    json!({"Untagged": n})
+                }
+                Removed::Deleted(d) => {
+                    self.image("delete", &d, &d);
+                    json!({"Deleted": d})
+                }
+            })
+            .collect()
     }
 
     /// Publishes a container event with Docker's attributes (image, name, labels).
@@ -180,11 +211,14 @@ fn matches(ev: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
                         || ev["Actor"]["Attributes"]["name"] == *v)
             }
             "image" => ev["Actor"]["Attributes"]["image"] == *v || ev["Actor"]["ID"] == *v,
+            "volume" => ev["Type"] == "volume" && ev["Actor"]["ID"] == *v,
+            "scope" => ev["scope"] == *v,
             "label" => match v.split_once('=') {
                 Some((lk, lv)) => ev["Actor"]["Attributes"][lk] == lv,
                 None => !ev["Actor"]["Attributes"][v.as_str()].is_null(),
             },
-            _ => true,
+            // network, daemon: berth publishes no such events yet.
+            _ => false,
         })
     })
 }
@@ -203,6 +237,10 @@ fn parse_ts(v: Option<&String>) -> ApiResult<Option<f64>> {
 /// `GET /events?since=&until=&filters=`.
 pub async fn stream(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let filters = parse_filters(&q)?;
+    const KEYS: &[&str] = &["type", "event", "container", "image", "label", "volume", "scope", "network", "daemon"];
+    if let Some(k) = filters.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+    }
     let since = parse_ts(q.get("since"))?;
     let until = parse_ts(q.get("until"))?;
     let mut live = s.events.tx.subscribe();

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_image::docker_view::{self, Removed};
+use berth_image::docker_view;
 use berth_image::manifest::Platform;
 use berth_image::registry::ImageRef;
 use berth_image::store::{short, Progress, PullEvent};
@@ -129,6 +129,7 @@ pub async fn post_dispatch(
         let rec = s.images().resolve(&name).map_err(|_| not_found(&name))?;
         let target = ImageRef::parse(&format!("{repo}:{tag}"))?;
         s.images().db().tag(&target.to_string(), &rec.id)?;
+        s.events.image("tag", &rec.id.to_string(), &target.familiar());
         Ok(StatusCode::CREATED.into_response())
     })
     .await
@@ -159,13 +160,7 @@ pub async fn delete(
         }
         let removed = docker_view::remove(s.images(), &name, force)?;
         s.images().gc()?;
-        let out: Vec<Value> = removed
-            .into_iter()
-            .map(|r| match r {
-                Removed::Untagged(n) => json!({"Untagged": n}),
-                Removed::Deleted(d) => json!({"Deleted": d}),
-            })
-            .collect();
+        let out = s.events.removed(removed, Some(&rec.id.to_string()));
         Ok(Json(Value::Array(out)))
     })
     .await
@@ -232,6 +227,7 @@ pub async fn pull(
             Ok(out) => {
                 let _ = tx.send(json!({"status": format!("Digest: {}", out.digest)}));
                 let fam = reference.familiar();
+                s.events.image("pull", &fam, &fam);
                 let status = if out.downloaded {
                     format!("Status: Downloaded newer image for {fam}")
                 } else {
@@ -285,6 +281,9 @@ async fn save(s: AppState, names: Vec<String>) -> ApiResult<Response> {
         Ok(())
     })
     .await?;
+    for n in &names {
+        s.events.image("save", n, n);
+    }
     let body = crate::containers::tar_body(move |w| {
         let _ = s.images().save(&names, berth_image::archive::ArchiveFormat::DockerArchive, w);
     });
@@ -301,9 +300,12 @@ pub async fn get_many(State(s): State<AppState>, Query(q): Query<Vec<(String, St
 /// streamed into the store (never held in memory whole).
 pub async fn load(State(s): State<AppState>, body: Body) -> ApiResult<impl IntoResponse> {
     let reader = crate::body_reader::blocking_reader(body);
-    let loaded = blocking(move || Ok(s.images().load(reader)?)).await?;
+    let s2 = s.clone();
+    let loaded = blocking(move || Ok(s2.images().load(reader)?)).await?;
     let mut out = String::new();
     for l in loaded {
+        let name = l.tags.first().map(|t| docker_view::familiar(t)).unwrap_or_else(|| l.image.id.to_string());
+        s.events.image("load", &l.image.id.to_string(), &name);
         if l.tags.is_empty() {
             out.push_str(&format!("{}\n", json!({"stream": format!("Loaded image ID: {}\n", l.image.id)})));
         }
@@ -408,6 +410,7 @@ async fn push(s: AppState, name: String, q: HashMap<String, String>, headers: ax
     tokio::spawn(async move {
         match s.images().push(registry, &image, &target, progress).await {
             Ok(out) => {
+                s.events.image("push", &target.familiar(), &target.familiar());
                 let t = out.tag.clone().unwrap_or_else(|| "latest".into());
                 let _ = tx.send(json!({"status": format!("{t}: digest: {} size: {}", out.digest, out.size)}));
                 let _ = tx.send(json!({"progressDetail": {}, "aux": {"Tag": t, "Digest": out.digest.to_string(), "Size": out.size}}));
@@ -457,7 +460,10 @@ async fn import(s: AppState, q: Vec<(String, String)>, body: Body) -> ApiResult<
         platform: berth_image::manifest::Platform::host(),
     };
     let reader = crate::body_reader::blocking_reader(body);
-    let rec = blocking(move || Ok(s.images().import_rootfs(reader, &opts, &tags)?)).await?;
+    let s2 = s.clone();
+    let name = tags.first().map(|t| docker_view::familiar(t));
+    let rec = blocking(move || Ok(s2.images().import_rootfs(reader, &opts, &tags)?)).await?;
+    s.events.image("import", &rec.id.to_string(), &name.unwrap_or_else(|| rec.id.to_string()));
     Ok(([(header::CONTENT_TYPE, "application/json")], format!("{}\r\n", json!({"status": rec.id.to_string()}))).into_response())
 }
 
@@ -471,13 +477,8 @@ pub async fn prune(State(s): State<AppState>, Query(q): Query<HashMap<String, St
     let all = filters.get("dangling").is_some_and(|v| v.iter().any(|x| matches!(x.as_str(), "false" | "0")));
     blocking(move || {
         let (removed, bytes) = s.prune_images(all)?;
-        let items: Vec<Value> = removed
-            .into_iter()
-            .map(|r| match r {
-                Removed::Untagged(n) => json!({"Untagged": n}),
-                Removed::Deleted(d) => json!({"Deleted": d}),
-            })
-            .collect();
+        let items = s.events.removed(removed, None);
+        s.events.emit("image", "prune", "", HashMap::from([("reclaimed".to_string(), bytes.to_string())]));
         Ok(Json(json!({"ImagesDeleted": items, "SpaceReclaimed": bytes})))
     })
     .await

@@ -29,7 +29,9 @@ pub async fn create(State(s): State<AppState>, body: axum::body::Bytes) -> ApiRe
     let name = v.get("Name").and_then(|n| n.as_str()).map(str::to_string);
     let labels: HashMap<String, String> =
         v.get("Labels").cloned().and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default();
-    let vol = blocking(move || Ok(s.volume_create(name.as_deref(), labels)?)).await?;
+    let s2 = s.clone();
+    let vol = blocking(move || Ok(s2.volume_create(name.as_deref(), labels)?)).await?;
+    s.events.volume("create", &vol.name);
     Ok((StatusCode::CREATED, Json(vol)))
 }
 
@@ -73,7 +75,14 @@ pub async fn remove(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     let force = truthy(q.get("force"));
-    blocking(move || Ok(s.volume_remove(&name, force)?)).await?;
+    let (s2, n2) = (s.clone(), name.clone());
+    let existed = blocking(move || Ok(s2.volume_get(&n2).is_ok())).await?;
+    let s2 = s.clone();
+    let n2 = name.clone();
+    blocking(move || Ok(s2.volume_remove(&n2, force)?)).await?;
+    if existed {
+        s.events.volume("destroy", &name);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -86,6 +95,10 @@ pub async fn prune(
     let all = filters.get("all").is_some_and(|v| v.iter().any(|x| x == "true" || x == "1"));
     blocking(move || {
         let removed = s.volume_prune(all)?;
+        for v in &removed {
+            s.events.volume("destroy", v);
+        }
+        s.events.emit("volume", "prune", "", HashMap::new());
         Ok(Json(json!({"VolumesDeleted": removed, "SpaceReclaimed": 0})))
     })
     .await

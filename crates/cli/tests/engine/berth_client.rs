@@ -510,3 +510,24 @@ fn cp_stats_commit_info_version() {
     assert_eq!(d.bok(&["version", "--format", "{{.Server.ApiVersion}}"]), "1.47\n");
     d.bok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn image_and_volume_events() {
+    let Some(d) = Daemon::start() else { return };
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs().to_string();
+    d.bok(&["tag", "busybox", "ev:1"]);
+    d.bok(&["rmi", "ev:1"]);
+    d.bok(&["volume", "create", "evvol"]);
+    d.bok(&["volume", "rm", "evvol"]);
+    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 1).to_string();
+    let fmt = "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}{{.Actor.ID}}";
+    let images = d.bok(&["events", "--since", &t0, "--until", &until, "--filter", "type=image", "--format", fmt]);
+    let lines: Vec<&str> = images.lines().collect();
+    assert_eq!(lines.len(), 2, "{images}");
+    assert!(lines[0].starts_with("image tag ev:1sha256:") && lines[1].starts_with("image untag ev:1sha256:"), "{images}");
+    let vols = d.ok(&["events", "--since", &t0, "--until", &until, "--filter", "type=volume", "--format", "{{.Action}} {{.Actor.ID}}"]);
+    assert_eq!(vols, "create evvol\ndestroy evvol\n");
+    let o = d.b(&["events", "--since", &t0, "--until", &until, "--filter", "bogus=1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("invalid filter 'bogus'"), "{}", text(&o.stderr));
+}
