@@ -48,16 +48,41 @@ pub fn image_summary(engine: &berth_engine::Engine, rec: &berth_image::images::I
     })
 }
 
-/// `GET /images/json`: Docker's ImageSummary list.
-pub async fn list(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+/// `GET /images/json?filters=`: Docker's ImageSummary list. With filters
+/// (`dangling`, `label`, `reference`, `before`, `since`) an image is listed
+/// when one of its names matches, with the names that match.
+pub async fn list(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<impl IntoResponse> {
+    let filters: Vec<(String, String)> = crate::containers::parse_filters(&q)?
+        .into_iter()
+        .flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v)))
+        .collect();
     blocking(move || {
         let store = s.images();
-        let out: Vec<Value> = store
-            .db()
-            .list()?
-            .iter()
-            .map(|(rec, tags)| image_summary(&s, rec, tags, store.unpacked_size(rec), -1, -1))
-            .collect();
+        let mut out = Vec::new();
+        for (rec, tags) in store.db().list()? {
+            let names: Vec<String> = if filters.is_empty() {
+                tags.clone()
+            } else if tags.is_empty() {
+                if !docker_view::filter_matches(store, &filters, &rec, None).map_err(ApiError::bad_request)? {
+                    continue;
+                }
+                Vec::new()
+            } else {
+                let mut keep = Vec::new();
+                for t in &tags {
+                    let fam = docker_view::familiar(t);
+                    let (repo, tag) = fam.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((fam.as_str(), ""));
+                    if docker_view::filter_matches(store, &filters, &rec, Some((repo, tag))).map_err(ApiError::bad_request)? {
+                        keep.push(t.clone());
+                    }
+                }
+                if keep.is_empty() {
+                    continue;
+                }
+                keep
+            };
+            out.push(image_summary(&s, &rec, &names, store.unpacked_size(&rec), -1, -1));
+        }
         Ok(Json(Value::Array(out)))
     })
     .await

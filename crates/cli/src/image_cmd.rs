@@ -65,68 +65,6 @@ pub struct ListArgs {
     pub filter: Vec<String>,
 }
 
-/// A `*` glob over a whole string.
-fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, rest)) => {
-            let Some(tail) = s.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
-        }
-    }
-}
-
-/// Docker's `images --filter` for one row (image + one of its names).
-fn filter_matches(
-    store: &ImageStore,
-    filters: &[(String, String)],
-    rec: &ImageRecord,
-    tagged: bool,
-    repo: &str,
-    tag: &str,
-) -> Result<bool, String> {
-    for (k, v) in filters {
-        let ok = match k.as_str() {
-            "dangling" => match v.as_str() {
-                "true" | "1" => !tagged,
-                "false" | "0" => tagged,
-                _ => return Err(format!("invalid filter 'dangling={v}'")),
-            },
-            "label" => {
-                let labels = created_labels(store, rec);
-                match v.split_once('=') {
-                    Some((lk, lv)) => labels.get(lk).and_then(|x| x.as_str()) == Some(lv),
-                    None => labels.get(v.as_str()).is_some(),
-                }
-            }
-            "reference" => tagged && (glob(v, repo) || glob(v, &format!("{repo}:{tag}"))),
-            "before" | "since" => {
-                let other = store.resolve(v).map_err(|_| format!("No such image: {v}"))?;
-                if k == "before" {
-                    rec.added < other.added
-                } else {
-                    rec.added > other.added
-                }
-            }
-            other => return Err(format!("invalid filter '{other}'")),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn created_labels(store: &ImageStore, rec: &ImageRecord) -> serde_json::Map<String, serde_json::Value> {
-    store
-        .content()
-        .read(&rec.id)
-        .ok()
-        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-        .and_then(|v| v.pointer("/config/Labels").and_then(|l| l.as_object()).cloned())
-        .unwrap_or_default()
-}
-
 /// `berth rmi`.
 #[derive(Debug, Args)]
 pub struct RmiArgs {
@@ -445,7 +383,7 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
             tags.iter().map(|t| split_tag(t)).collect()
         };
         for (repo, tag) in names {
-            match filter_matches(&store, &filters, rec, !tags.is_empty(), &repo, &tag) {
+            match berth_image::docker_view::filter_matches(&store, &filters, rec, (!tags.is_empty()).then_some((repo.as_str(), tag.as_str()))) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => return fail(e),
@@ -617,12 +555,6 @@ fn rmi_one(store: &ImageStore, name: &str, force: bool) -> Result<Vec<String>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("busy*", "busybox") && glob("*box", "busybox") && glob("b*y*x", "busybox"));
-        assert!(!glob("busy", "busybox") && !glob("x*", "busybox"));
-    }
 
     #[test]
     fn human_sizes_like_docker() {

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::images::ImageRecord;
 use crate::registry::ImageRef;
 use crate::store::{short, ImageStore};
 
@@ -113,9 +114,80 @@ pub fn remove(store: &ImageStore, name: &str, force: bool) -> Result<Vec<Removed
     Ok(out)
 }
 
+/// A `*` glob over a whole string.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Docker's image filters (`dangling`, `label`, `reference` with `*`
+/// globs, `before`, `since`) for one image under one of its names as
+/// (repository, tag) — `None` for an untagged image. Shared by `berth
+/// images` on the store and the API's `/images/json`.
+pub fn filter_matches(
+    store: &ImageStore,
+    filters: &[(String, String)],
+    rec: &ImageRecord,
+    name: Option<(&str, &str)>,
+) -> std::result::Result<bool, String> {
+    let tagged = name.is_some();
+    let (repo, tag) = name.unwrap_or(("<none>", "<none>"));
+    for (k, v) in filters {
+        let ok = match k.as_str() {
+            "dangling" => match v.as_str() {
+                "true" | "1" => !tagged,
+                "false" | "0" => tagged,
+                _ => return Err(format!("invalid filter 'dangling={v}'")),
+            },
+            "label" => {
+                let labels = created_labels(store, rec);
+                match v.split_once('=') {
+                    Some((lk, lv)) => labels.get(lk).and_then(|x| x.as_str()) == Some(lv),
+                    None => labels.get(v.as_str()).is_some(),
+                }
+            }
+            "reference" => tagged && (glob(v, repo) || glob(v, &format!("{repo}:{tag}"))),
+            "before" | "since" => {
+                let other = store.resolve(v).map_err(|_| format!("No such image: {v}"))?;
+                if k == "before" {
+                    rec.added < other.added
+                } else {
+                    rec.added > other.added
+                }
+            }
+            other => return Err(format!("invalid filter '{other}'")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn created_labels(store: &ImageStore, rec: &ImageRecord) -> serde_json::Map<String, Value> {
+    store
+        .content()
+        .read(&rec.id)
+        .ok()
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .and_then(|v| v.pointer("/config/Labels").and_then(|l| l.as_object()).cloned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("busy*", "busybox") && glob("*box", "busybox") && glob("b*y*x", "busybox"));
+        assert!(!glob("busy", "busybox") && !glob("x*", "busybox"));
+    }
 
     #[test]
     fn ages_like_docker() {

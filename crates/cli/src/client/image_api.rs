@@ -296,10 +296,17 @@ fn enc(s: &str) -> String {
 
 /// `berth images` through the daemon.
 pub async fn images(conn: Conn, a: ListArgs) -> CliResult<i32> {
-    if !a.filter.is_empty() {
-        return Err(CliError::Other("--filter is not supported through the daemon yet (berth images filters the local store only)".into()));
+    let mut filters: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for f in &a.filter {
+        let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
+        filters.entry(k).or_default().push(v);
     }
-    let list = conn.get("/images/json").await?;
+    let q = if filters.is_empty() {
+        String::new()
+    } else {
+        query([("filters", serde_json::to_string(&filters).unwrap_or_default().as_str())])
+    };
+    let list = conn.get(&format!("/images/json?{q}")).await?;
     let mut rows: Vec<[String; 6]> = Vec::new();
     let mut items: Vec<Value> = list.as_array().cloned().unwrap_or_default();
     items.sort_by_key(|i| std::cmp::Reverse(i.get("Created").and_then(Value::as_i64).unwrap_or(0)));

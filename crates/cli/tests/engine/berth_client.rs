@@ -252,6 +252,13 @@ fn image_verbs_through_the_daemon() {
     assert_eq!(d.bok(&["rmi", "imp:1"]), format!("Untagged: imp:1\nDeleted: {}", id));
     assert_eq!(d.bok(&["load", "-i", archive.to_str().unwrap_or_default()]), "Loaded image: imp:1\n");
     assert_eq!(d.bok(&["images", "-q", "imp"]).trim(), &id.trim()[7..19]);
+    // Filters go to the daemon: berth's CLI and the docker CLI agree.
+    assert_eq!(d.bok(&["images", "-q", "--filter", "reference=im*"]).trim(), &id.trim()[7..19]);
+    assert_eq!(d.bok(&["images", "-q", "--filter", "reference=nothing*"]), "");
+    assert_eq!(d.ok(&["images", "-q", "--filter", "reference=im*"]).trim(), &id.trim()[7..19]);
+    assert_eq!(d.ok(&["images", "-q", "--filter", "dangling=true"]), "");
+    let o = d.b(&["images", "--filter", "bogus=1"]);
+    assert!(text(&o.stderr).contains("invalid filter 'bogus'"), "{}", text(&o.stderr));
     // Push with this user's saved login (sent as X-Registry-Auth).
     let cfg = common::write_docker_config(tmp, &reg.host, "bob", "s3cret");
     let name = reg.image("team/imp:v1");
