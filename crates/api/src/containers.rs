@@ -357,7 +357,16 @@ pub fn summary(c: &Container) -> Value {
     })
 }
 
-fn matches_filters(c: &Container, filters: &HashMap<String, Vec<String>>) -> bool {
+/// The `ps` filter keys berth knows (Docker's, less swarm's).
+const PS_FILTERS: &[&str] =
+    &["status", "name", "id", "label", "ancestor", "exited", "health", "before", "since", "volume", "network", "is-task"];
+
+fn matches_filters(c: &Container, all: &[Container], filters: &HashMap<String, Vec<String>>) -> bool {
+    let created_of = |name: &str| {
+        all.iter()
+            .find(|o| o.record.id.starts_with(name) || o.record.name == name.trim_start_matches('/'))
+            .map(|o| o.record.created.clone())
+    };
     filters.iter().all(|(k, vals)| {
         vals.iter().any(|v| match k.as_str() {
             "status" => c.state.status.as_str() == v,
@@ -372,7 +381,15 @@ fn matches_filters(c: &Container, filters: &HashMap<String, Vec<String>>) -> boo
             }
             "ancestor" => c.record.image_name == *v || c.record.image_id.contains(v.as_str()),
             "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == *v,
-            _ => true,
+            "health" => c.state.health.as_ref().map_or("none", |h| h.status.as_str()) == v,
+            "before" => created_of(v).is_some_and(|t| c.record.created < t),
+            "since" => created_of(v).is_some_and(|t| c.record.created > t),
+            "volume" => {
+                berth_engine::mounts::volume_names(&c.record).iter().any(|n| n == v)
+                    || c.record.host_config.binds.iter().flatten().any(|b| b.split(':').nth(1) == Some(v.as_str()))
+            }
+            "network" => c.record.host_config.network_mode.as_deref().unwrap_or("default") == v,
+            _ => false,
         })
     })
 }
@@ -401,13 +418,16 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let all = truthy(q.get("all"));
     let filters = parse_filters(&q)?;
+    if let Some(k) = filters.keys().find(|k| !PS_FILTERS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+    }
     let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l: &usize| *l > 0);
     blocking(move || {
-        let mut rows: Vec<Value> = engine
-            .list()?
+        let everything = engine.list()?;
+        let mut rows: Vec<Value> = everything
             .iter()
             .filter(|c| all || limit.is_some() || filters.contains_key("status") || running(c.state.status))
-            .filter(|c| matches_filters(c, &filters))
+            .filter(|c| matches_filters(c, &everything, &filters))
             .map(summary)
             .collect();
         if let Some(n) = limit {

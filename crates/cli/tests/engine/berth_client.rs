@@ -212,6 +212,13 @@ fn system_df_and_image_prune_through_the_daemon() {
         assert!(Instant::now() < deadline, "volume usage never showed: {}", d.bok(&["system", "df"]));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // ps filters, in the daemon.
+    assert_eq!(d.bok(&["ps", "-a", "--filter", "volume=vol1", "--format", "{{.Names}}"]), "user\n");
+    assert_eq!(d.bok(&["ps", "-a", "--filter", "since=user", "--format", "{{.Names}}"]), "idle\n");
+    assert_eq!(d.bok(&["ps", "-a", "--filter", "before=idle", "--format", "{{.Names}}"]), "user\n");
+    assert_eq!(d.bok(&["ps", "-a", "--filter", "health=none", "--filter", "status=created", "--format", "{{.Names}}"]), "idle\n");
+    let o = d.b(&["ps", "--filter", "bogus=1"]);
+    assert!(text(&o.stderr).contains("invalid filter 'bogus'"), "{}", text(&o.stderr));
     let df = d.bok(&["system", "df"]);
     let cols = |prefix: &str| -> Vec<String> {
         let line = df.lines().find(|l| l.starts_with(prefix)).unwrap_or_default();
