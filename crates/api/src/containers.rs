@@ -80,6 +80,7 @@ pub async fn start(State(engine): State<AppState>, Path(id): Path<String>) -> Ap
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
         Some(c) => {
             engine.events.container(&c, "start", &[]);
+            engine.changes.changed();
             crate::events::watch(engine.clone(), c.record.id.clone(), c.state.finished_at.clone());
             if c.record.host_config.auto_remove.unwrap_or(false) {
                 watch_auto_remove(engine, c.record.id.clone());
@@ -93,24 +94,41 @@ pub async fn start(State(engine): State<AppState>, Path(id): Path<String>) -> Ap
 fn watch_auto_remove(engine: AppState, id: String) {
     tokio::task::spawn_blocking(move || {
         let _ = engine.wait(&id);
-        // Let the monitor finish its teardown first.
-        for _ in 0..200 {
-            if engine.current_state(&id).monitor_pid == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // Let the monitor finish its teardown (unmounts) first.
+        let monitor = engine.current_state(&id).monitor_pid;
+        if monitor > 0 {
+            wait_process_exit(monitor, Duration::from_secs(2));
         }
         if let Ok(c) = engine.resolve(&id) {
             engine.events.die(&c);
-            // A `wait?condition=removed` that never saw it run still
-            // answers with its exit code.
-            remember_code(&id, c.state.exit_code);
             if engine.remove(&id, true).is_ok() {
+                engine.changes.removed(&id, c.state.exit_code);
                 engine.events.container(&c, "destroy", &[]);
                 engine.events.forget(&id);
             }
         }
     });
+}
+
+/// Blocks until process `pid` exits or `limit` passes: a pidfd becomes
+/// readable at the exit, so this wakes at once instead of polling.
+fn wait_process_exit(pid: i32, limit: Duration) {
+    use std::os::fd::AsFd;
+    let Some(p) = rustix::process::Pid::from_raw(pid) else { return };
+    match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => {
+            let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        }
+        // Gone already (ESRCH), or no pidfd: fall back to looking.
+        Err(_) => {
+            let deadline = std::time::Instant::now() + limit;
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
 }
 
 /// Query of stop/restart.
@@ -211,17 +229,23 @@ fn running(s: Status) -> bool {
     matches!(s, Status::Running | Status::Restarting | Status::Paused)
 }
 
-/// Blocks until `condition` holds; returns the exit code.
-fn wait_condition(engine: &berth_engine::Engine, c: &Container, condition: &str) -> i64 {
+/// Blocks until `condition` holds; returns the exit code. Exits come
+/// from the monitor (`engine.wait`); starts and removals wake the waiter
+/// through [`crate::changes::Changes`]; anything else (a restart policy's
+/// restart) is seen within a second.
+fn wait_condition(engine: &crate::Server, c: &Container, condition: &str) -> i64 {
     let id = c.record.id.clone();
     let first_start = c.state.started_at.clone();
     let was_running = running(c.state.status);
+    let mut last_exit = c.state.exit_code;
     loop {
-        let exists = engine.resolve(&id).is_ok();
-        if !exists {
-            // Removed (the last exit code went with it; the wait of the
-            // removal path already reported it).
-            return i64::from(last_code(&id).unwrap_or(c.state.exit_code));
+        let seen = engine.changes.generation();
+        if let Some(code) = engine.changes.removed_code(&id) {
+            return i64::from(code);
+        }
+        if engine.resolve(&id).is_err() {
+            // Removed by a path that did not announce it.
+            return i64::from(last_exit);
         }
         let st = engine.current_state(&id);
         let restarted = st.started_at != first_start && st.started_at != ZERO_TIME;
@@ -232,31 +256,16 @@ fn wait_condition(engine: &berth_engine::Engine, c: &Container, condition: &str)
                 if condition == "next-exit" {
                     return i64::from(code);
                 }
-                remember_code(&id, code);
+                last_exit = code;
+                continue;
             }
             // Started and already exited between two looks.
             "next-exit" if restarted && !running(st.status) && !was_running => return i64::from(st.exit_code),
-            "removed" if restarted && !running(st.status) => remember_code(&id, st.exit_code),
+            "removed" if !running(st.status) => last_exit = st.exit_code,
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(20));
+        engine.changes.wait(seen, Duration::from_secs(1));
     }
-}
-
-static LAST_CODES: std::sync::Mutex<Vec<(String, i32)>> = std::sync::Mutex::new(Vec::new());
-
-fn remember_code(id: &str, code: i32) {
-    let mut v = LAST_CODES.lock().unwrap_or_else(|e| e.into_inner());
-    v.retain(|(i, _)| i != id);
-    v.push((id.to_string(), code));
-    if v.len() > 256 {
-        v.remove(0);
-    }
-}
-
-/// The exit code recorded when `id` was removed.
-fn last_code(id: &str) -> Option<i32> {
-    LAST_CODES.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(i, _)| i == id).map(|(_, c)| *c)
 }
 
 /// `DELETE /containers/{id}?force=&v=`.
@@ -270,8 +279,8 @@ pub async fn remove(
     let e2 = engine.clone();
     let c = blocking(move || {
         let c = e2.resolve(&id)?;
-        remember_code(&c.record.id, e2.current_state(&c.record.id).exit_code);
         e2.remove_with_volumes(&c.record.id, force, remove_volumes)?;
+        e2.changes.removed(&c.record.id, c.state.exit_code);
         Ok(c)
     })
     .await?;
@@ -288,6 +297,7 @@ pub async fn prune(State(engine): State<AppState>) -> ApiResult<impl IntoRespons
         for c in engine.list()? {
             if !running(c.state.status) {
                 engine.remove(&c.record.id, false)?;
+                engine.changes.removed(&c.record.id, c.state.exit_code);
                 deleted.push(c.record.id);
             }
         }

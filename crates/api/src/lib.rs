@@ -18,6 +18,7 @@
 //! - [`exec`]: exec instances (create, start hijacked or detached, inspect).
 
 pub mod body_reader;
+pub mod changes;
 pub mod containers;
 pub mod error;
 pub mod events;
@@ -51,13 +52,15 @@ pub struct Server {
     pub execs: exec::Execs,
     /// The event bus.
     pub events: events::Events,
+    /// Wake-ups for state waiters (starts, removals).
+    pub changes: changes::Changes,
 }
 
 impl Server {
     /// A server over `engine`; call [`Server::watch_running`] once the
     /// async runtime runs.
     pub fn new(engine: Engine, registry: Arc<berth_image::registry::Registry>) -> Server {
-        Server { engine, registry, execs: Default::default(), events: Default::default() }
+        Server { engine, registry, execs: Default::default(), events: Default::default(), changes: Default::default() }
     }
 
     /// Starts exit watchers for containers already running (live restore).

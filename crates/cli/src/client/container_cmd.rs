@@ -251,7 +251,7 @@ pub struct AttachArgs {
     /// Override the key sequence for detaching a container.
     #[arg(long)]
     pub detach_keys: Option<String>,
-    /// Proxy all received signals to the process (accepted).
+    /// Proxy all received signals to the process (without a tty).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sig_proxy: bool,
     /// Container name or ID.
@@ -738,9 +738,10 @@ async fn attach(conn: &Conn, a: AttachArgs) -> CliResult<i32> {
     .await?;
     let raw = (tty && stdin).then(hijack::RawTerminal::enable);
     let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
+    let proxy = (a.sig_proxy && !tty).then(|| tokio::spawn(hijack::proxy_signals(conn.clone(), id.clone())));
     let ended = hijack::session(io, tty, stdin, &keys).await;
-    if let Some(r) = resize {
-        r.abort();
+    for task in [resize, proxy].into_iter().flatten() {
+        task.abort();
     }
     drop(raw);
     if ended? == Ended::Detached {

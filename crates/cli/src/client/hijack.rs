@@ -329,6 +329,37 @@ impl Drop for RawTerminal {
     }
 }
 
+/// docker's `--sig-proxy`: signals this CLI receives (SIGINT, SIGTERM,
+/// SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) are sent to the container instead
+/// of killing the CLI. Runs until aborted.
+pub async fn proxy_signals(conn: Conn, id: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+    for (kind, name) in kinds {
+        let Ok(mut sig) = signal(kind) else { continue };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                if tx.send(name).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    while let Some(name) = rx.recv().await {
+        let _ = request(&conn, "POST", &format!("/containers/{id}/kill?signal={name}"), None, false).await;
+    }
+}
+
 /// The size of the terminal on stdout (or stdin), as (height, width).
 pub fn terminal_size() -> Option<(u16, u16)> {
     for fd in [std::io::stdout().as_fd(), std::io::stdin().as_fd()] {

@@ -205,7 +205,7 @@ pub struct RunArgs {
     /// Override the key sequence for detaching a container.
     #[arg(long)]
     pub detach_keys: Option<String>,
-    /// Proxy received signals to the process (accepted; signals reach the container through its tty or stop).
+    /// Proxy received signals to the process (without a tty; with one, ^C goes through it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sig_proxy: bool,
     #[command(flatten)]
@@ -725,9 +725,12 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
         return Err(exit125(e));
     }
     let resize = c.tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
+    // With a tty, ^C reaches the container through it; without, the
+    // signals this CLI gets are forwarded (docker's --sig-proxy).
+    let proxy = (a.sig_proxy && !c.tty).then(|| tokio::spawn(hijack::proxy_signals(conn.clone(), id.clone())));
     let ended = hijack::session(io, c.tty, att_in, &detach_keys).await;
-    if let Some(r) = resize {
-        r.abort();
+    for task in [resize, proxy].into_iter().flatten() {
+        task.abort();
     }
     drop(_raw);
     if ended? == Ended::Detached {

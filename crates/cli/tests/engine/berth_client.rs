@@ -545,3 +545,30 @@ fn image_and_volume_events() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("invalid filter 'bogus'"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn signals_reach_the_container_through_the_cli() {
+    let Some(d) = Daemon::start() else { return };
+    let mut c = d.berth(&["run", "--rm", "--name", "sig", "busybox", "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; sleep 100 & wait"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("berth run");
+    let mut out = child.stdout.take().expect("stdout");
+    // Wait for the trap to be set.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        assert!(Instant::now() < deadline, "the container never got ready");
+        let mut b = [0u8; 64];
+        use std::io::Read as _;
+        let n = out.read(&mut b).expect("read");
+        assert!(n > 0, "output ended early");
+        seen.extend_from_slice(&b[..n]);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let mut rest = String::new();
+    use std::io::Read as _;
+    out.read_to_string(&mut rest).expect("rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(status.code(), Some(7), "the CLI exits with the container's code");
+}
