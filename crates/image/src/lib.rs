@@ -12,6 +12,7 @@
 //! - [`snapshot`]: unpacked layers keyed by chain ID, stacked with
 //!   overlayfs into container root filesystems.
 //! - [`registry`]: the OCI distribution client (pull, push, auth).
+//! - [`reference`]: the image reference grammar and Docker's normalization.
 //! - [`docker_config`]: `login`/`logout` writes to docker's config.json.
 //! - [`images`]: image metadata in an embedded database (redb).
 //! - [`store`]: the facade users drive: pull, resolve, tag, gc.
@@ -38,6 +39,7 @@ pub mod images;
 pub mod import;
 pub mod manifest;
 pub mod push;
+pub mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -37,7 +37,7 @@ use futures_util::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, ParseError, Reference, RegistryOperation};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -71,11 +71,17 @@ impl ImageRef {
     /// no tag and no digest means `:latest`.
     pub fn parse(s: &str) -> Result<ImageRef> {
         let bad = |reason: String| Error::InvalidReference { reference: s.to_string(), reason };
-        let inner = Reference::try_from(s).map_err(|e| bad(explain_parse_error(s, e)))?;
-        if let Some(d) = inner.digest() {
-            // oci-spec accepts uppercase hex and sha384; the store does not.
+        let p = crate::reference::parse(s).map_err(bad)?;
+        if let Some(d) = &p.digest {
+            // The store takes sha256/sha512 in lowercase hex only.
             d.parse::<Digest>().map_err(|e| bad(format!("invalid digest: {e}")))?;
         }
+        let inner = match (p.tag, p.digest) {
+            (Some(t), Some(d)) => Reference::with_tag_and_digest(p.registry, p.repository, t, d),
+            (None, Some(d)) => Reference::with_digest(p.registry, p.repository, d),
+            (Some(t), None) => Reference::with_tag(p.registry, p.repository, t),
+            (None, None) => Reference::with_tag(p.registry, p.repository, "latest".into()),
+        };
         Ok(ImageRef { inner })
     }
 
@@ -175,56 +181,6 @@ impl std::str::FromStr for ImageRef {
 }
 
 /// Turns oci-spec's terse parse errors into Docker-like explanations.
-fn explain_parse_error(s: &str, e: ParseError) -> String {
-    let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (s, None),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].find(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
-    match e {
-        ParseError::NameEmpty => "repository name must have at least one component".into(),
-        ParseError::NameTooLong => "repository name must not be more than 255 characters".into(),
-        ParseError::DigestInvalidFormat | ParseError::DigestInvalidLength | ParseError::DigestUnsupported => {
-            match digest.map(str::parse::<Digest>) {
-                Some(Err(de)) => format!("invalid digest: {de}"),
-                _ => format!("invalid digest: {e}"),
-            }
-        }
-        ParseError::TagInvalidFormat => format!("invalid tag {:?}", tag.unwrap_or_default()),
-        ParseError::NameContainsUppercase | ParseError::ReferenceInvalidFormat => {
-            // Which part is wrong? The registry host may have uppercase, the path may not.
-            let path = match name.split_once('/') {
-                Some((host, p)) if host.contains(['.', ':']) || host == "localhost" => p,
-                _ => name,
-            };
-            if name.is_empty() {
-                "repository name must have at least one component".into()
-            } else if path.chars().any(|c| c.is_ascii_uppercase()) {
-                "repository name must be lowercase".into()
-            } else if let Some(t) = tag.filter(|t| !valid_tag(t)) {
-                format!(
-                    "invalid tag {t:?}: a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
-                )
-            } else if let Some(Err(de)) = digest.map(str::parse::<Digest>) {
-                format!("invalid digest: {de}")
-            } else {
-                "invalid reference format (expected [registry/]repository[:tag][@digest])".into()
-            }
-        }
-    }
-}
-
-fn valid_tag(t: &str) -> bool {
-    let mut bytes = t.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric() || b == b'_')
-        && t.len() <= 128
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-}
-
 // ---------------------------------------------------------------------------
 // Options and credentials
 // ---------------------------------------------------------------------------
