@@ -18,6 +18,9 @@ pub struct MonitorArgs {
     /// Attach clients to wait for before starting.
     #[arg(long, default_value_t = 0)]
     pub wait_attach: usize,
+    /// The monitor socket, already bound and listening (descriptor number).
+    #[arg(long, hide = true)]
+    pub listen_fd: Option<i32>,
     /// Container id.
     pub id: String,
 }
@@ -30,5 +33,12 @@ pub fn main(a: MonitorArgs) -> i32 {
         eprintln!("berth monitor: re-executing from a sealed copy of the binary: {e}");
         return 1;
     }
-    berth_engine::monitor::run(&Paths { root: a.root, run_root: a.run_root }, &a.id, a.wait_attach)
+    let listener = match a.listen_fd.map(berth_engine::sys::inherited_listener).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berth monitor: --listen-fd: {e}");
+            return 1;
+        }
+    };
+    berth_engine::monitor::run(&Paths { root: a.root, run_root: a.run_root }, &a.id, a.wait_attach, listener)
 }

@@ -27,6 +27,9 @@ use crate::record::{ContainerRecord, RunState, Status};
 use crate::volumes::{Volume, Volumes};
 use crate::{client, mounts, spec, user};
 
+/// The descriptor a monitor gets its prebound socket on (`--listen-fd`).
+const MONITOR_LISTEN_FD: i32 = 3;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -48,6 +51,14 @@ pub struct Engine {
     lifecycle: Mutex<()>,
     /// Attach requests waiting for a container to start, by id.
     pending_attach: Mutex<HashMap<String, usize>>,
+    /// `cfg.exe` through a detached read-only overlay view, made once:
+    /// monitors and `runtime exec` run from it, so they start sealed and
+    /// skip their own re-exec (see `berth_runtime::sys::sealed_exe`).
+    sealed_exe: Option<std::os::fd::OwnedFd>,
+    /// Monitor sockets bound ahead of a start, for attaches that wait for
+    /// it: they connect at once instead of polling for the monitor, which
+    /// inherits the listener (see [`Engine::attach_pending`]).
+    prebound: Mutex<HashMap<String, std::os::unix::net::UnixListener>>,
 }
 
 /// A container as listed: its record and its state.
@@ -200,7 +211,17 @@ impl Engine {
         let images = ImageStore::open(&cfg.paths.root)?;
         let db = ContainerDb::open(&cfg.paths.root)?;
         let volumes = Volumes::open(&cfg.paths.root)?;
-        Ok(Engine { cfg, images, db, volumes, lifecycle: Mutex::new(()), pending_attach: Mutex::new(HashMap::new()) })
+        let sealed_exe = berth_runtime::sys::sealed_exe::sealed_view(&cfg.exe).ok();
+        Ok(Engine {
+            cfg,
+            images,
+            db,
+            volumes,
+            lifecycle: Mutex::new(()),
+            pending_attach: Mutex::new(HashMap::new()),
+            sealed_exe,
+            prebound: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The image store.
@@ -211,6 +232,25 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// A command that runs the berth binary (`berth monitor`, `berth
+    /// runtime exec`): through the sealed view when there is one (argv[0]
+    /// is still the binary's path), else the binary itself, which then
+    /// re-executes sealed on its own.
+    pub fn berth_command(&self) -> Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        match &self.sealed_exe {
+            Some(fd) => {
+                // The child resolves this before exec closes the
+                // (close-on-exec) fd: the program is the view's file.
+                let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                c.arg0(&self.cfg.exe);
+                c
+            }
+            None => Command::new(&self.cfg.exe),
+        }
     }
 
     /// The engine's roots.
@@ -462,6 +502,33 @@ impl Engine {
     /// [`Engine::attach_done`].
     pub fn attach_pending(&self, id: &str) {
         *self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default() += 1;
+        self.prebind(id);
+    }
+
+    /// Binds the monitor socket of `id` ahead of its start, so that a
+    /// pending attach connects at once; the monitor then inherits the
+    /// listener and accepts what queued there before it starts the
+    /// container. Skipped (the monitor binds it itself, as without an
+    /// attach) while a start or removal runs, or while an earlier monitor
+    /// of the container is still alive and owns the socket path.
+    fn prebind(&self, id: &str) {
+        let Ok(_guard) = self.lifecycle.try_lock() else { return };
+        let mut prebound = self.prebound.lock().unwrap_or_else(|e| e.into_inner());
+        let paths = self.container_paths(id);
+        if prebound.contains_key(id) || !paths.dir.is_dir() {
+            return;
+        }
+        let st = monitor::load_state(&paths);
+        if st.monitor_pid > 0 && Path::new(&format!("/proc/{}", st.monitor_pid)).exists() {
+            return;
+        }
+        let _ = std::fs::remove_file(&paths.socket);
+        let Ok(l) = std::os::unix::net::UnixListener::bind(&paths.socket) else { return };
+        if std::fs::set_permissions(&paths.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).is_err() {
+            let _ = std::fs::remove_file(&paths.socket);
+            return;
+        }
+        prebound.insert(id.to_string(), l);
     }
 
     /// The pending attach of [`Engine::attach_pending`] connected or gave up.
@@ -479,14 +546,16 @@ impl Engine {
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
         let p = &self.cfg.paths;
         let waiting = self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0);
-        let mut child = Command::new(&self.cfg.exe)
-            .arg("monitor")
-            .arg("--wait-attach")
-            .arg(waiting.to_string())
-            .arg("--root")
-            .arg(&p.root)
-            .arg("--run-root")
-            .arg(&p.run_root)
+        let mut cmd = self.berth_command();
+        cmd.arg("monitor").arg("--wait-attach").arg(waiting.to_string());
+        cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+        let prebound = self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(l) = prebound {
+            // Ours closes with `cmd`, right after the spawn.
+            crate::sys::pass_fd(&mut cmd, l.into(), MONITOR_LISTEN_FD);
+            cmd.arg("--listen-fd").arg(MONITOR_LISTEN_FD.to_string());
+        }
+        let mut child = cmd
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -671,6 +740,7 @@ impl Engine {
             let _ = rt.delete(&rid, true);
         }
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(&rid);
         let _ = std::fs::remove_file(&paths.socket);
         self.db.remove(&rid)?;
         // A monitor that outlived the wait above may still drop a file in;

@@ -85,7 +85,7 @@ impl Engine {
         let file = dir.join(format!("{exec_id}.json"));
         let data = serde_json::to_vec(&process).map_err(|e| Error::BadRequest(e.to_string()))?;
         berth_runtime::state::write_atomic(&file, &data, 0o600)?;
-        let mut cmd = Command::new(&self.config().exe);
+        let mut cmd = self.berth_command();
         cmd.arg("runtime").arg("--root").arg(self.paths().runtime_root()).arg("exec").arg("--process").arg(&file);
         if cfg.tty {
             cmd.arg("--tty");

@@ -205,7 +205,10 @@ fn detach_stdio() -> Result<()> {
 /// `wait_attach` clients are about to attach (`docker run` attaches before
 /// it starts): the container starts once they have (or after 10 s), so
 /// none of its output is missed.
-pub fn run(paths: &Paths, id: &str, wait_attach: usize) -> i32 {
+///
+/// `listener`: the monitor socket, when the daemon bound it ahead of the
+/// start (attaches may have queued there already).
+pub fn run(paths: &Paths, id: &str, wait_attach: usize, listener: Option<UnixListener>) -> i32 {
     // Our stdout is the pipe to the daemon: keep it aside for the one
     // answer, and give fds 0-2 to /dev/null (they are scratch from now on).
     let mut ready = match rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3) {
@@ -221,13 +224,16 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize) -> i32 {
     }
     // Out of the daemon's session: its death or its terminal's must not reach us.
     let _ = nix::unistd::setsid();
-    let mut m = match Monitor::new(paths, id) {
+    let mut m = match Monitor::new(paths, id, listener) {
         Ok(m) => m,
         Err(e) => {
             answer(&mut ready, &Ready { ok: false, pid: 0, error: e.to_string(), code: 125 });
             return 1;
         }
     };
+    // Attaches that connected to a prebound socket before we ran are not
+    // counted in `wait_attach`: take them first.
+    m.accept();
     let until = Instant::now() + Duration::from_secs(10);
     while m.clients.len() < wait_attach && Instant::now() < until {
         m.step(Some(until));
@@ -271,7 +277,7 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize) -> i32 {
 }
 
 impl Monitor {
-    fn new(paths: &Paths, id: &str) -> Result<Monitor> {
+    fn new(paths: &Paths, id: &str, listener: Option<UnixListener>) -> Result<Monitor> {
         let cp = paths.container(id);
         let rec = load_record(&cp)?;
         let mlog = std::fs::OpenOptions::new()
@@ -296,10 +302,16 @@ impl Monitor {
         if let Some(dir) = cp.socket.parent() {
             std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
         }
-        let _ = std::fs::remove_file(&cp.socket);
-        let listener = UnixListener::bind(&cp.socket).ctx(|| format!("listening on {}", cp.socket.display()))?;
-        std::fs::set_permissions(&cp.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .ctx(|| "securing the monitor socket".into())?;
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let _ = std::fs::remove_file(&cp.socket);
+                let l = UnixListener::bind(&cp.socket).ctx(|| format!("listening on {}", cp.socket.display()))?;
+                std::fs::set_permissions(&cp.socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .ctx(|| "securing the monitor socket".into())?;
+                l
+            }
+        };
         listener.set_nonblocking(true).ctx(|| "monitor socket".into())?;
         let mut state = load_state(&cp);
         state.monitor_pid = std::process::id() as i32;

@@ -242,6 +242,12 @@ impl Runtime {
         StateDir::new(&self.root, id)
     }
 
+    /// Compiles a seccomp profile through the cache in the state root
+    /// (`.seccomp-cache`: never a valid container id).
+    fn compile_seccomp(&self, s: &oci_spec::runtime::LinuxSeccomp) -> seccomp::Result<seccomp::Filter> {
+        seccomp::compile_cached(s, &self.root.join(".seccomp-cache"))
+    }
+
     fn cgroup(&self, st: &ContainerState) -> Result<Manager> {
         Ok(Manager::new(&st.cgroup_path, st.systemd_cgroup)?)
     }
@@ -284,7 +290,7 @@ impl Runtime {
         let process = spec.process().as_ref().ok_or_else(|| Error::Other("process is required".into()))?;
         process::check_apparmor(process)?;
         let linux = spec.linux().as_ref();
-        let filter = linux.and_then(|l| l.seccomp().as_ref()).map(seccomp::compile).transpose()?;
+        let filter = linux.and_then(|l| l.seccomp().as_ref()).map(|s| self.compile_seccomp(s)).transpose()?;
         let terminal = process.terminal().unwrap_or(false);
         let (console, master_end) = match (terminal, &opts.console_socket, internal_console) {
             (true, Some(p), _) => (Some(connect_console(p)?), None),
@@ -677,7 +683,7 @@ impl Runtime {
         let spec = sd.load_spec()?;
         let process = build_exec_process(&spec, opts)?;
         let linux = spec.linux().as_ref();
-        let filter = linux.and_then(|l| l.seccomp().as_ref()).map(seccomp::compile).transpose()?;
+        let filter = linux.and_then(|l| l.seccomp().as_ref()).map(|s| self.compile_seccomp(s)).transpose()?;
         let terminal = process.terminal().unwrap_or(false);
         let mut internal_master = None;
         let console = match (terminal, &opts.console_socket) {

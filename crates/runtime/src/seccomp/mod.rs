@@ -32,6 +32,7 @@
 //! [`from_docker_profile`] converts Docker's daemon profile format (with
 //! `archMap` and `includes`/`excludes`) into the OCI form.
 
+mod cache;
 mod docker;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 
+pub use cache::compile_cached;
 pub use docker::from_docker_profile;
 
 /// Docker's default seccomp profile (moby `profiles/seccomp/default.json`,
@@ -180,10 +182,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// A compiled filter, ready to load in the container's init just before exec.
 ///
-/// It holds a libseccomp filter context, so it is neither `Send` nor
-/// `Sync`; it survives a fork (the child gets its own copy of the memory).
+/// It may hold a libseccomp filter context (not when it came from the
+/// cache), so it is neither `Send` nor `Sync`; it survives a fork (the child gets its own copy of the memory).
 pub struct Filter {
-    ctx: ScmpFilterContext,
+    /// None when the program came from the cache ([`compile_cached`]).
+    ctx: Option<ScmpFilterContext>,
     /// The rendered program, as `seccomp(2)` takes it.
     program: Vec<libc::sock_filter>,
     /// `SECCOMP_FILTER_FLAG_*` for the load.
@@ -286,7 +289,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
         }
     }
     let program = render(&ctx)?;
-    Ok(Filter { ctx, program, flags, default_action, notify, rules, unknown })
+    Ok(Filter { ctx: Some(ctx), program, flags, default_action, notify, rules, unknown })
 }
 
 impl Filter {
@@ -315,12 +318,15 @@ impl Filter {
     }
 
     /// The filter in libseccomp's human-readable pseudo filter code (PFC),
-    /// for debugging.
+    /// for debugging. Not available for a filter read from the cache.
     pub fn pfc(&self) -> Result<String> {
+        let Some(ctx) = &self.ctx else {
+            return Err(Error::Export("a cached filter has no libseccomp context: use compile".into()));
+        };
         let fd = rustix::fs::memfd_create("berth-seccomp-pfc", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| Error::Export(format!("memfd_create: {e}")))?;
         let mut file = std::fs::File::from(fd);
-        self.ctx.export_pfc(&file).map_err(|e| Error::Export(e.to_string()))?;
+        ctx.export_pfc(&file).map_err(|e| Error::Export(e.to_string()))?;
         let mut out = String::new();
         file.seek(std::io::SeekFrom::Start(0))
             .and_then(|_| file.read_to_string(&mut out))

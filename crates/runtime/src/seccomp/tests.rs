@@ -292,15 +292,15 @@ fn flags_map_to_filter_attributes() {
     let f = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW",
         "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]})))
     .expect("compile");
-    assert!(f.ctx.get_ctl_log().expect("log attr"));
-    assert!(f.ctx.get_ctl_ssb().expect("ssb attr"));
-    assert!(f.ctx.get_ctl_tsync().expect("tsync attr"));
+    assert!(f.ctx.as_ref().expect("ctx").get_ctl_log().expect("log attr"));
+    assert!(f.ctx.as_ref().expect("ctx").get_ctl_ssb().expect("ssb attr"));
+    assert!(f.ctx.as_ref().expect("ctx").get_ctl_tsync().expect("tsync attr"));
     // NNP is left to the runtime.
-    assert!(!f.ctx.get_ctl_nnp().expect("nnp attr"));
+    assert!(!f.ctx.as_ref().expect("ctx").get_ctl_nnp().expect("nnp attr"));
 
     let f = compile(&spec(json!({"defaultAction": "SCMP_ACT_ALLOW"}))).expect("compile");
-    assert!(!f.ctx.get_ctl_log().expect("log attr"));
-    assert!(!f.ctx.get_ctl_nnp().expect("nnp attr"));
+    assert!(!f.ctx.as_ref().expect("ctx").get_ctl_log().expect("log attr"));
+    assert!(!f.ctx.as_ref().expect("ctx").get_ctl_nnp().expect("nnp attr"));
 }
 
 #[test]
@@ -309,7 +309,7 @@ fn wait_killable_recv_needs_libseccomp_2_6() {
     match compile(&spec) {
         Ok(f) => {
             assert!(version_at_least(2, 6));
-            assert!(f.ctx.get_ctl_waitkill().expect("waitkill attr"));
+            assert!(f.ctx.as_ref().expect("ctx").get_ctl_waitkill().expect("waitkill attr"));
         }
         Err(e) => {
             let msg = e.to_string();

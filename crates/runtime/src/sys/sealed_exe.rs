@@ -12,11 +12,16 @@
 //!    instead of copying megabytes on every container start;
 //! 2. fallback (no privilege for overlayfs): a memfd copy sealed against
 //!    any change (F_SEAL_WRITE and friends).
+//!
+//! A long-lived parent (the daemon) can make the view once with
+//! [`sealed_view`] and exec its children through it: they find themselves
+//! sealed and skip the re-exec.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::fcntl::{FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -38,16 +43,35 @@ pub fn is_sealed() -> bool {
     if let Ok(seals) = nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
         return SealFlag::from_bits_truncate(seals).contains(all_seals());
     }
-    let on_overlay = nix::sys::statfs::fstatfs(&exe).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
-    on_overlay
-        && nix::sys::statvfs::fstatvfs(&exe).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    on_read_only_overlay(exe.as_fd())
 }
 
-/// Opens our binary through a detached read-only overlayfs mount of its
-/// directory (over an empty tmpfs; no upper layer).
-fn overlay_view() -> io::Result<std::os::fd::OwnedFd> {
+/// True when `f` lives on a read-only overlayfs mount.
+fn on_read_only_overlay(f: BorrowedFd<'_>) -> bool {
+    let on_overlay = nix::sys::statfs::fstatfs(f).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
+    on_overlay
+        && nix::sys::statvfs::fstatvfs(f).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// The binary `exe` seen through a detached, read-only overlayfs view of
+/// its directory (an `O_PATH`, close-on-exec fd), for a long-lived process
+/// that spawns children which must run sealed: made once, then each child
+/// is executed through it (`/proc/self/fd/N`), and its [`ensure_sealed`]
+/// finds it already sealed and skips the re-exec. Errors when the view
+/// cannot be made (no privilege for overlayfs) or is not sealed.
+pub fn sealed_view(exe: &Path) -> io::Result<OwnedFd> {
+    let fd = overlay_view(exe)?;
+    if on_read_only_overlay(fd.as_fd()) {
+        Ok(fd)
+    } else {
+        Err(io::Error::other("the overlay view is not a read-only overlayfs"))
+    }
+}
+
+/// Opens the binary `exe` through a detached read-only overlayfs mount of
+/// its directory (over an empty tmpfs; no upper layer).
+fn overlay_view(exe: &Path) -> io::Result<OwnedFd> {
     use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
-    let exe = std::fs::read_link("/proc/self/exe")?;
     let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
         return Err(io::Error::other("odd /proc/self/exe"));
     };
@@ -84,7 +108,7 @@ pub fn ensure_sealed() -> io::Result<()> {
         return Ok(());
     }
     let (args, env) = argv_env()?;
-    if let Ok(fd) = overlay_view() {
+    if let Ok(fd) = std::fs::read_link("/proc/self/exe").and_then(|exe| overlay_view(&exe)) {
         // Falls through to the memfd copy if exec from the view fails.
         let _ = nix::unistd::execveat(&fd, c"", &args, &env, nix::fcntl::AtFlags::AT_EMPTY_PATH);
     }
