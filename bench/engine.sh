@@ -74,7 +74,9 @@ podman_ok=""
 pd=$work/podman
 mkdir -p "$pd/tmp"
 nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] || [ "$nofile" -gt 1024 ] && nofile=1024
-printf '[containers]\ndefault_ulimits = ["nofile=%s:%s"]\nnetns = "none"\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' "$nofile" "$nofile" >"$pd/containers.conf"
+# podman 4.3 raises RLIMIT_NPROC too, which this host refuses (no
+# CAP_SYS_RESOURCE); 1024 is what it allows.
+printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=1024:1024"]\nnetns = "none"\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' "$nofile" "$nofile" >"$pd/containers.conf"
 printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$pd/storage" "$pd/run" >"$pd/storage.conf"
 cat >"$work/podman.sh" <<WRAP
 #!/bin/sh

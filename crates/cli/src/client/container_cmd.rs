@@ -602,6 +602,13 @@ async fn inspect(conn: &Conn, a: InspectArgs) -> CliResult<i32> {
             }
         }
     }
+    print_inspected(found, template.as_ref())?;
+    Ok(code)
+}
+
+/// Prints inspected objects: through `--format`, else as docker's
+/// indented JSON array.
+pub fn print_inspected(found: Vec<Value>, template: Option<&Template>) -> CliResult<()> {
     match template {
         Some(t) => {
             for v in &found {
@@ -610,7 +617,7 @@ async fn inspect(conn: &Conn, a: InspectArgs) -> CliResult<i32> {
         }
         None => println!("{}", pretty(&Value::Array(found))),
     }
-    Ok(code)
+    Ok(())
 }
 
 /// `--since`/`--until` as the unix seconds the API takes: unix seconds,
@@ -810,25 +817,18 @@ async fn events(conn: &Conn, a: EventsArgs) -> CliResult<i32> {
     };
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
     let resp = hijack::request(conn, "GET", &format!("/events?{q}"), None, false).await?;
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CliError::Other(format!("reading events: {e}")))?;
-        let Some(d) = frame.data_ref() else { continue };
-        buf.extend_from_slice(d);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else { continue };
-            let out = match (&template, a.format.as_deref()) {
-                (Some(t), _) => t.render(&v)?,
-                (None, Some("json")) => v.to_string(),
-                _ => event_line(&v),
-            };
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{out}");
-            let _ = o.flush();
-        }
-    }
+    hijack::json_lines(resp.into_body(), |v| {
+        let out = match (&template, a.format.as_deref()) {
+            (Some(t), _) => t.render(&v)?,
+            (None, Some("json")) => v.to_string(),
+            _ => event_line(&v),
+        };
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{out}");
+        let _ = o.flush();
+        Ok(())
+    })
+    .await?;
     Ok(0)
 }
 

@@ -163,6 +163,25 @@ where
     sender.send_request(req).await.map_err(|e| CliError::Other(format!("talking to the daemon: {e}")))
 }
 
+/// Reads a newline-delimited JSON stream (events, pull and push
+/// progress), handing each document to `f` as it arrives; lines that are
+/// not JSON are skipped.
+pub async fn json_lines(mut body: Incoming, mut f: impl FnMut(Value) -> CliResult<()>) -> CliResult<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CliError::Other(format!("reading the daemon's stream: {e}")))?;
+        let Some(d) = frame.data_ref() else { continue };
+        buf.extend_from_slice(d);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                f(v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A hijacked connection: the raw byte stream after `101 UPGRADED`.
 pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
 

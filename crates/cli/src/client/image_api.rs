@@ -9,7 +9,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::container_cmd::pretty;
 use super::{ago, print_table, query, CliError, CliResult, Conn, DaemonArgs};
 use crate::image_cmd::{human, ListArgs, PullArgs, RmiArgs, TagArgs};
 
@@ -78,9 +77,6 @@ where
 /// status as it comes; an `error` message ends it as a failure. Returns
 /// the `aux` documents.
 pub async fn print_progress(resp: hyper::Response<hyper::body::Incoming>, stdout: bool, quiet: bool) -> CliResult<Vec<Value>> {
-    use http_body_util::BodyExt;
-    let mut body = resp.into_body();
-    let mut buf: Vec<u8> = Vec::new();
     let mut last: std::collections::BTreeMap<String, String> = Default::default();
     let mut aux = Vec::new();
     let say = |line: String| {
@@ -90,37 +86,32 @@ pub async fn print_progress(resp: hyper::Response<hyper::body::Incoming>, stdout
             eprintln!("{line}");
         }
     };
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CliError::Other(format!("reading progress: {e}")))?;
-        let Some(data) = frame.data_ref() else { continue };
-        buf.extend_from_slice(data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else { continue };
-            if let Some(err) = v.get("error").and_then(Value::as_str) {
-                return Err(CliError::Daemon(err.to_string()));
-            }
-            if let Some(a) = v.get("aux") {
-                aux.push(a.clone());
-                continue;
-            }
-            if quiet {
-                continue;
-            }
-            let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
-            match v.get("id").and_then(Value::as_str) {
-                // Byte counts would flood a log: a layer's line is printed
-                // when its status changes.
-                Some(id) if last.get(id).map(String::as_str) != Some(status) => {
-                    last.insert(id.to_string(), status.to_string());
-                    say(format!("{id}: {status}"));
-                }
-                Some(_) => {}
-                None if !status.is_empty() => say(status.to_string()),
-                None => {}
-            }
+    super::hijack::json_lines(resp.into_body(), |v| {
+        if let Some(err) = v.get("error").and_then(Value::as_str) {
+            return Err(CliError::Daemon(err.to_string()));
         }
-    }
+        if let Some(a) = v.get("aux") {
+            aux.push(a.clone());
+            return Ok(());
+        }
+        if quiet {
+            return Ok(());
+        }
+        let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
+        match v.get("id").and_then(Value::as_str) {
+            // Byte counts would flood a log: a layer's line is printed
+            // when its status changes.
+            Some(id) if last.get(id).map(String::as_str) != Some(status) => {
+                last.insert(id.to_string(), status.to_string());
+                say(format!("{id}: {status}"));
+            }
+            Some(_) => {}
+            None if !status.is_empty() => say(status.to_string()),
+            None => {}
+        }
+        Ok(())
+    })
+    .await?;
     Ok(aux)
 }
 
@@ -386,7 +377,7 @@ pub async fn inspect(conn: Conn, names: Vec<String>) -> CliResult<i32> {
             Err(e) => return Err(e),
         }
     }
-    println!("{}", pretty(&Value::Array(out)));
+    super::container_cmd::print_inspected(out, None)?;
     Ok(code)
 }
 

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::container_cmd::{confirm, pretty, print_formatted};
+use super::container_cmd::{confirm, print_formatted};
 use super::template::Template;
 use super::{print_table, query, CliError, CliResult, Conn};
 
@@ -164,14 +164,7 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
                     }
                 }
             }
-            match t {
-                Some(t) => {
-                    for v in &found {
-                        println!("{}", t.render(v)?);
-                    }
-                }
-                None => println!("{}", pretty(&Value::Array(found))),
-            }
+            super::container_cmd::print_inspected(found, t.as_ref())?;
             Ok(code)
         }
         VolumeCommand::Rm(a) => {

@@ -123,13 +123,18 @@ fn berth_cli_tty_and_detach_keys() {
     let root = d.root().display().to_string();
     // A pty on our side through script(1): the container sees a tty, its
     // exit code comes back.
-    let cmd = format!("{} --root {root} -H {host} run -it --rm busybox sh -c 'tty; read x; echo got-$x; exit 5'", berth());
-    let mut c = Command::new("script");
-    c.args(["-qfec", &cmd, "/dev/null"]).env_remove("DOCKER_HOST");
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("script");
-    let mut stdin = child.stdin.take().expect("stdin");
-    std::thread::sleep(Duration::from_millis(1500));
+    // script(1) gives the command a pty; its stdin is ours to type into.
+    let in_pty = |cmd: &str| {
+        let mut c = Command::new("script");
+        c.args(["-qfec", cmd, "/dev/null"]).env_remove("DOCKER_HOST");
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("script");
+        let stdin = child.stdin.take().expect("stdin");
+        std::thread::sleep(Duration::from_millis(1500));
+        (child, stdin)
+    };
+    let (child, mut stdin) =
+        in_pty(&format!("{} --root {root} -H {host} run -it --rm busybox sh -c 'tty; read x; echo got-$x; exit 5'", berth()));
     use std::io::Write as _;
     stdin.write_all(b"abc\r").expect("write");
     let o = child.wait_with_output().expect("wait");
@@ -137,13 +142,7 @@ fn berth_cli_tty_and_detach_keys() {
     assert!(out.contains("/dev/pts/0") && out.contains("got-abc"), "{out}");
     assert_eq!(o.status.code(), Some(5), "{out}");
     // ctrl-p ctrl-q detaches and leaves the container running.
-    let cmd = format!("{} --root {root} -H {host} run -it --name det busybox sh", berth());
-    let mut c = Command::new("script");
-    c.args(["-qfec", &cmd, "/dev/null"]).env_remove("DOCKER_HOST");
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("script");
-    let mut stdin = child.stdin.take().expect("stdin");
-    std::thread::sleep(Duration::from_millis(1500));
+    let (mut child, mut stdin) = in_pty(&format!("{} --root {root} -H {host} run -it --name det busybox sh", berth()));
     stdin.write_all(b"\x10\x11").expect("write");
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {
