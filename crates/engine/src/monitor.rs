@@ -242,7 +242,10 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize, listener: Option<UnixLis
     loop {
         let started = Instant::now();
         match m.start() {
-            Ok(pid) => answer(&mut ready, &Ready { ok: true, pid, error: String::new(), code: 0 }),
+            Ok(pid) => {
+                answer(&mut ready, &Ready { ok: true, pid, error: String::new(), code: 0 });
+                crate::sys::release_free_memory();
+            }
             Err(e) => {
                 let msg = e.to_string();
                 m.note(&format!("start failed: {msg}"));
