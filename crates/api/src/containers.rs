@@ -252,7 +252,21 @@ fn wait_condition(engine: &crate::Server, c: &Container, condition: &str) -> i64
         match condition {
             "not-running" if !running(st.status) => return i64::from(st.exit_code),
             "next-exit" | "removed" if running(st.status) => {
-                let code = engine.wait(&id).unwrap_or(st.exit_code);
+                let code = match engine.wait(&id) {
+                    Ok(code) => code,
+                    Err(_) => {
+                        // The monitor stopped answering: the container
+                        // exited as we asked, and the monitor is finishing.
+                        // Its record has the code once it says not running
+                        // (the state read above may predate the exit).
+                        let now = engine.current_state(&id);
+                        if running(now.status) {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        now.exit_code
+                    }
+                };
                 if condition == "next-exit" {
                     return i64::from(code);
                 }
