@@ -38,6 +38,13 @@ cleanup() {
     kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
   fi
   pkill -f "monitor --root $work/root" 2>/dev/null
+  if [ -s "$work/dockerd/docker.pid" ]; then
+    DOCKER_HOST=unix://$work/dockerd/docker.sock docker rm -f $(DOCKER_HOST=unix://$work/dockerd/docker.sock docker ps -aq) >/dev/null 2>&1
+    for f in "$work/dockerd/docker.pid" "$work/dockerd/exec/containerd/containerd.pid"; do
+      [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    done
+    sleep 2
+  fi
   if [ -x "$work/podman.sh" ]; then
     "$work/podman.sh" rm -af -t 0 >/dev/null 2>&1
     "$work/podman.sh" system reset -f >/dev/null 2>&1
@@ -84,14 +91,36 @@ exec env CONTAINERS_CONF=$pd/containers.conf CONTAINERS_STORAGE_CONF=$pd/storage
   podman --root $pd/storage --runroot $pd/run --tmpdir $pd/tmp --storage-driver overlay --cgroup-manager=cgroupfs --events-backend=file "\$@"
 WRAP
 chmod +x "$work/podman.sh"
+# berth saves the image; podman and docker load it (the interop tests check this).
+"$BERTH" --root "$work/root" save -o "$work/busybox-save.tar" busybox:latest || die "berth save failed"
 if command -v podman >/dev/null; then
-  # berth saves the image; podman loads it (the interop tests check this).
-  if "$BERTH" --root "$work/root" save -o "$work/busybox-save.tar" busybox:latest 2>/dev/null &&
-     "$work/podman.sh" load -q -i "$work/busybox-save.tar" >/dev/null 2>&1 &&
+  if "$work/podman.sh" load -q -i "$work/busybox-save.tar" >/dev/null 2>&1 &&
      "$work/podman.sh" run --rm busybox true >/dev/null 2>&1; then
     podman_ok=1
   else
     log "podman could not run the image; not measured"
+  fi
+fi
+
+# docker (dockerd + containerd + runc, docker.io's defaults), when dockerd
+# is installed: a private daemon on its own data root and socket, without
+# bridge or iptables (nothing outside $work changes); containers run with
+# --network none, as berth's here have a private namespace with lo only.
+docker_ok=""
+dd=$work/dockerd
+dsock=unix://$dd/docker.sock
+if command -v dockerd >/dev/null; then
+  mkdir -p "$dd"
+  echo '{}' >"$dd/daemon.json"
+  setsid dockerd --config-file "$dd/daemon.json" --data-root "$dd/data" --exec-root "$dd/exec" -H "$dsock" \
+    --pidfile "$dd/docker.pid" --bridge=none --iptables=false --ip-masq=false --userland-proxy=false \
+    --storage-driver overlay2 --log-level warn >"$dd/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 300); do docker -H "$dsock" version >/dev/null 2>&1 && break; sleep 0.1; done
+  if docker -H "$dsock" load -q -i "$work/busybox-save.tar" >/dev/null 2>&1 &&
+     docker -H "$dsock" run --rm --network none busybox true >/dev/null 2>&1; then
+    docker_ok=1
+  else
+    log "dockerd could not run the image; not measured: $(tail -2 "$dd/dockerd.log")"
   fi
 fi
 
@@ -104,6 +133,9 @@ cmds=(-n "berth run --rm (berth CLI → berth serve)" "$BERTH -H unix://$work/be
       -n "crun run (raw)" "crun --root $work/crun-state run --bundle $work/bundle bench")
 if [ -n "$podman_ok" ]; then
   cmds+=(-n "podman run --rm" "$work/podman.sh run --rm busybox true")
+fi
+if [ -n "$docker_ok" ]; then
+  cmds+=(-n "docker run --rm (dockerd)" "docker -H $dsock run --rm --network none busybox true")
 fi
 log "timing run --rm true ($RUNS runs each)"
 hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}" >&2 ||
@@ -132,6 +164,17 @@ if [ -n "$podman_ok" ]; then
   "$work/podman.sh" rm -af -t 0 >/dev/null 2>&1 || true
 fi
 
+shim_pss="not measured"
+if [ -n "$docker_ok" ]; then
+  for i in $(seq 10); do docker -H "$dsock" run -d --network none busybox sleep 100000 >/dev/null; done
+  sleep 1
+  sps=$(pgrep -f containerd-shim | head -10)
+  t=0; c=0
+  for p in $sps; do t=$((t + $(pss "$p"))); c=$((c + 1)); done
+  [ "$c" -gt 0 ] && shim_pss="$((t / c)) KiB (mean of $c)"
+  docker -H "$dsock" rm -f $(docker -H "$dsock" ps -aq) >/dev/null 2>&1 || true
+fi
+
 # ---------------------------------------------------------------- report
 row() { jq -r --arg n "$1" '.results[] | select(.command == $n) |
   "| \(.command) | \(.median*1000|.*100|round/100) | \(.mean*1000|.*100|round/100) ± \(.stddev*1000|.*100|round/100) | \(.min*1000|.*100|round/100) | \(.max*1000|.*100|round/100) |"' "$json"; }
@@ -141,6 +184,11 @@ docker_cli_med=$(median "berth (docker CLI → berth serve)")
 docker_cli_ratio=$(awk -v a="$docker_cli_med" -v b="$(median "crun run (raw)")" 'BEGIN { printf "%.2f", a / b }')
 crun_med=$(median "crun run (raw)")
 ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
+docker_line="docker run was not measured (dockerd missing or could not run the image)."
+if [ -n "$docker_ok" ]; then
+  docker_med=$(median "docker run --rm (dockerd)")
+  docker_line="docker (dockerd → containerd → runc) / berth CLI = $(awk -v a="$docker_med" -v b="$berth_med" 'BEGIN { printf "%.1f", a / b }')× (target ≥ 10×)."
+fi
 {
   echo
   echo "## engine — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -156,8 +204,9 @@ ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
   row "berth (docker CLI → berth serve)"
   row "crun run (raw)"
   [ -n "$podman_ok" ] && row "podman run --rm"
+  [ -n "$docker_ok" ] && row "docker run --rm (dockerd)"
   echo
-  echo "berth CLI / crun raw = ${ratio}× (target ≤ 1.5×); docker CLI → berth / crun raw = ${docker_cli_ratio}×. Both berth rows include the client's start-up and its API round trips (create, attach, wait, start). This script does not start a dockerd (bench/image-pull.sh shows one can run here); docker run was not measured."
+  echo "berth CLI / crun raw = ${ratio}× (target ≤ 1.5×); docker CLI → berth / crun raw = ${docker_cli_ratio}×. Both berth rows include the client's start-up and its API round trips (create, attach, wait, start). $docker_line"
   echo
   echo "### memory with $IDLE idle containers"
   echo
@@ -165,6 +214,7 @@ ratio=$(awk -v a="$berth_med" -v b="$crun_med" 'BEGIN { printf "%.2f", a / b }')
   echo "|---|---|---|"
   echo "| berth monitor PSS per container | ${per_monitor} KiB (mean of $n) | ≤ 1024 KiB |"
   echo "| podman conmon PSS per container | $conmon_pss | |"
+  echo "| docker containerd-shim PSS per container | $shim_pss | |"
   echo "| berth serve RSS idle | ${daemon_idle_kib} KiB | ≤ 20 MiB |"
   echo "| berth serve RSS with $IDLE containers | ${daemon_busy_kib} KiB | |"
   echo
