@@ -92,7 +92,8 @@ pub fn capabilities(host: &HostConfig) -> Result<Vec<String>> {
 
 /// The seccomp section: Docker's default profile for these capabilities,
 /// a profile given as JSON (the docker CLI reads `seccomp=<file>` and
-/// sends its content), or none (`seccomp=unconfined`, `--privileged`).
+/// sends its content; a path is refused), or none (`seccomp=unconfined`,
+/// `--privileged`).
 fn seccomp(host: &HostConfig, caps: &[String]) -> Result<Option<Value>> {
     let mut profile = if host.privileged.unwrap_or(false) { None } else { Some(DOCKER_DEFAULT_PROFILE.to_string()) };
     for opt in host.security_opt.iter().flatten() {
@@ -102,10 +103,15 @@ fn seccomp(host: &HostConfig, caps: &[String]) -> Result<Option<Value>> {
                 "unconfined" => None,
                 "" => return Err(Error::BadRequest("seccomp security option needs a profile".into())),
                 json if json.trim_start().starts_with('{') => Some(json.to_string()),
-                path => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| Error::BadRequest(format!("opening seccomp profile ({path}) failed: {e}")))?,
-                ),
+                // A path would make the daemon read a file of its own
+                // choosing for any API client; clients (the docker CLI,
+                // berth's) read the file and send its JSON, as Docker's API
+                // expects.
+                _ => {
+                    return Err(Error::BadRequest(
+                        "seccomp security option must carry the profile's JSON (the client reads the file)".into(),
+                    ))
+                }
             };
         }
     }
@@ -392,6 +398,15 @@ mod tests {
         assert_eq!(capabilities(&h).expect("caps"), vec!["CAP_KILL"]);
         h.cap_add = Some(vec!["NOT_A_CAP".into()]);
         assert!(capabilities(&h).is_err());
+    }
+
+    #[test]
+    fn seccomp_takes_json_or_unconfined_never_a_path() {
+        let with = |opt: &str| HostConfig { security_opt: Some(vec![opt.to_string()]), ..Default::default() };
+        assert!(seccomp(&with("seccomp=/etc/shadow"), &[]).is_err(), "a path must not be read by the daemon");
+        assert!(seccomp(&with("seccomp=unconfined"), &[]).expect("unconfined").is_none());
+        let json = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#;
+        assert!(seccomp(&with(&format!("seccomp={json}")), &[]).expect("json").is_some());
     }
 
     #[test]

@@ -571,3 +571,39 @@ fn signals_reach_the_container_through_the_cli() {
     assert_eq!(rest, "got-term\n");
     assert_eq!(status.code(), Some(7), "the CLI exits with the container's code");
 }
+
+#[test]
+fn custom_seccomp_profile_from_a_file_is_sent_as_json() {
+    let Some(d) = Daemon::start() else { return };
+    let profile = d.tmp.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let opt = format!("seccomp={}", profile.display());
+    // Both clients read the file and send its JSON; the profile applies.
+    for o in [
+        d.b(&["run", "--rm", "--security-opt", &opt, "busybox", "mkdir", "/x"]),
+        d.run(&["run", "--rm", "--security-opt", &opt, "busybox", "mkdir", "/x"]),
+    ] {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("Operation not permitted"), "{}", text(&o.stderr));
+    }
+    assert_eq!(d.bok(&["run", "--rm", "--security-opt", &opt, "busybox", "sh", "-c", "echo allowed"]), "allowed\n");
+    // A path sent to the API is refused: the daemon reads no file for a client.
+    let body = format!(r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"SecurityOpt":["seccomp={}"]}}}}"#, profile.display());
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default()])
+            .args(args)
+            .output()
+            .expect("curl");
+        text(&o.stdout)
+    };
+    let created = curl(&["-H", "Content-Type: application/json", "-d", &body, "http://x/v1.47/containers/create?name=bypath"]);
+    assert!(created.contains("\"Id\""), "{created}");
+    let started = curl(&["-X", "POST", "-w", " %{http_code}", "http://x/v1.47/containers/bypath/start"]);
+    assert!(started.ends_with(" 400") && started.contains("profile's JSON"), "{started}");
+    d.bok(&["rm", "-f", "bypath"]);
+}
