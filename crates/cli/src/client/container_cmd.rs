@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::hijack::{self, Ended};
 use super::template::Template;
-use super::{ago, print_table, query, CliError, CliResult, Conn};
+use super::{ago, enc, filters_json, print_table, query, CliError, CliResult, Conn};
 
 /// The container verbs (top level, and under `berth container`).
 #[derive(Debug, Subcommand)]
@@ -341,11 +341,6 @@ pub async fn run_container(conn: Conn, c: ContainerCommand) -> CliResult<i32> {
     }
 }
 
-/// A name as a path segment.
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 fn stop_path(c: &str, verb: &str, a: &StopArgs) -> String {
     let t = a.timeout.map(|t| t.to_string());
     let mut pairs: Vec<(&str, &str)> = Vec::new();
@@ -426,18 +421,6 @@ async fn wait(conn: &Conn, a: Names) -> CliResult<i32> {
         }
     }
     Ok(code)
-}
-
-/// `--filter KEY=VALUE` flags as the API's `filters` JSON.
-fn filters_json(filters: &[String]) -> CliResult<String> {
-    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in filters {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
-        m.entry(k.to_string()).or_default().push(v.to_string());
-    }
-    Ok(serde_json::to_string(&m).unwrap_or_default())
 }
 
 /// The first 12 characters of an ID, as docker shows it.
@@ -531,7 +514,7 @@ async fn ps(conn: &Conn, a: PsArgs) -> CliResult<i32> {
         pairs.push(("limit", n.to_string()));
     }
     if !a.filter.is_empty() {
-        pairs.push(("filters", filters_json(&a.filter)?));
+        pairs.push(("filters", filters_json(&a.filter, None)?));
     }
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
     let list = conn.get(&format!("/containers/json?{q}")).await?;
@@ -809,7 +792,7 @@ async fn events(conn: &Conn, a: EventsArgs) -> CliResult<i32> {
         pairs.push(("until", time_arg(u)?));
     }
     if !a.filter.is_empty() {
-        pairs.push(("filters", filters_json(&a.filter)?));
+        pairs.push(("filters", filters_json(&a.filter, None)?));
     }
     let template = match a.format.as_deref() {
         None | Some("json") => None,
@@ -865,7 +848,7 @@ async fn prune(conn: &Conn, a: PruneArgs) -> CliResult<i32> {
     if !a.force && !confirm("WARNING! This will remove all stopped containers.") {
         return Ok(0);
     }
-    let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter)?.as_str())]) };
+    let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
     let v = conn.post(&format!("/containers/prune?{q}"), None).await?;
     let deleted: Vec<&str> = v.get("ContainersDeleted").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     if !deleted.is_empty() {

@@ -78,7 +78,7 @@ pub async fn exec(conn: Conn, a: ExecArgs) -> CliResult<i32> {
     if let Some(w) = &a.workdir {
         body["WorkingDir"] = json!(w);
     }
-    let name: String = form_urlencoded::byte_serialize(a.container.as_bytes()).collect();
+    let name = super::enc(&a.container);
     let created = conn.post(&format!("/containers/{name}/exec"), Some(body)).await?;
     let id = created
         .get("Id")

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::container_cmd::body_reader;
 use super::hijack::{self, ReqBody};
-use super::{print_table, query, CliError, CliResult, Conn};
+use super::{enc, print_table, query, CliError, CliResult, Conn};
 
 /// `berth stats`.
 #[derive(Debug, Args)]
@@ -75,10 +75,6 @@ pub struct InfoArgs {
     /// Format output: `json`, or a Go template.
     #[arg(short, long)]
     pub format: Option<String>,
-}
-
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// One stats row from a `/stats` document, docker's arithmetic.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{ago, print_table, query, CliError, CliResult, Conn, DaemonArgs};
+use super::{ago, enc, filters_json, print_table, query, CliError, CliResult, Conn, DaemonArgs};
 use crate::image_cmd::{human, ListArgs, PullArgs, RmiArgs, TagArgs};
 
 /// True when another process holds `<root>/images.redb` (redb locks the
@@ -281,22 +281,9 @@ pub async fn history(conn: Conn, a: crate::history_cmd::HistoryArgs) -> CliResul
     Ok(0)
 }
 
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// `berth images` through the daemon.
 pub async fn images(conn: Conn, a: ListArgs) -> CliResult<i32> {
-    let mut filters: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for f in &a.filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
-        filters.entry(k).or_default().push(v);
-    }
-    let q = if filters.is_empty() {
-        String::new()
-    } else {
-        query([("filters", serde_json::to_string(&filters).unwrap_or_default().as_str())])
-    };
+    let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
     let list = conn.get(&format!("/images/json?{q}")).await?;
     let mut rows: Vec<[String; 6]> = Vec::new();
     let mut items: Vec<Value> = list.as_array().cloned().unwrap_or_default();

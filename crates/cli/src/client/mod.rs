@@ -220,6 +220,26 @@ pub fn connect_existing(d: &DaemonArgs) -> CliResult<Option<Conn>> {
     Ok(target.answers().then_some(Conn { target }))
 }
 
+/// A name as one path segment (percent-encoded).
+pub fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `--filter KEY=VALUE` flags (plus `extra`) as the API's `filters` JSON.
+pub fn filters_json(filters: &[String], extra: Option<(&str, &str)>) -> CliResult<String> {
+    let mut m: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {f}")))?;
+        m.entry(k).or_default().push(v);
+    }
+    if let Some((k, v)) = extra {
+        m.entry(k).or_default().push(v);
+    }
+    Ok(serde_json::to_string(&m).unwrap_or_default())
+}
+
 /// True when the user named a daemon (`-H` or `DOCKER_HOST`).
 pub fn explicit_host(d: &DaemonArgs) -> bool {
     d.host.as_deref().is_some_and(|h| !h.is_empty())

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::container_cmd::{confirm, print_formatted};
 use super::template::Template;
-use super::{print_table, query, CliError, CliResult, Conn};
+use super::{enc, filters_json, print_table, query, CliResult, Conn};
 
 /// `berth volume …`.
 #[derive(Debug, Subcommand)]
@@ -100,18 +100,6 @@ fn kv(items: &[String]) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-fn filters(f: &[String], extra: Option<(&str, &str)>) -> CliResult<String> {
-    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for x in f {
-        let (k, v) = x.split_once('=').ok_or_else(|| CliError::Other(format!("bad format of filter (expected name=value): {x}")))?;
-        m.entry(k.into()).or_default().push(v.into());
-    }
-    if let Some((k, v)) = extra {
-        m.entry(k.into()).or_default().push(v.into());
-    }
-    Ok(serde_json::to_string(&m).unwrap_or_default())
-}
-
 /// Runs a volume verb.
 pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
     match c {
@@ -125,7 +113,7 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
             Ok(0)
         }
         VolumeCommand::Ls(a) => {
-            let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters(&a.filter, None)?.as_str())]) };
+            let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
             let v = conn.get(&format!("/volumes?{q}")).await?;
             let mut vols: Vec<Value> = v.get("Volumes").and_then(Value::as_array).cloned().unwrap_or_default();
             vols.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
@@ -155,7 +143,7 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
             let mut found = Vec::new();
             let mut code = 0;
             for n in &a.names {
-                let name: String = form_urlencoded::byte_serialize(n.as_bytes()).collect();
+                let name = enc(n);
                 match conn.get(&format!("/volumes/{name}")).await {
                     Ok(v) => found.push(v),
                     Err(e) => {
@@ -170,7 +158,7 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
         VolumeCommand::Rm(a) => {
             let mut code = 0;
             for n in &a.names {
-                let name: String = form_urlencoded::byte_serialize(n.as_bytes()).collect();
+                let name = enc(n);
                 let f = if a.force { "1" } else { "0" };
                 match conn.delete(&format!("/volumes/{name}?force={f}")).await {
                     Ok(_) => println!("{n}"),
@@ -191,7 +179,7 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
             if !a.force && !confirm(warning) {
                 return Ok(0);
             }
-            let f = filters(&a.filter, a.all.then_some(("all", "true")))?;
+            let f = filters_json(&a.filter, a.all.then_some(("all", "true")))?;
             let v = conn.post(&format!("/volumes/prune?{}", query([("filters", f.as_str())])), None).await?;
             let deleted: Vec<&str> =
                 v.get("VolumesDeleted").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
