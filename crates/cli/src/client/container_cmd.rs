@@ -720,6 +720,7 @@ async fn attach(conn: &Conn, a: AttachArgs) -> CliResult<i32> {
         return Err(CliError::Other("the input device is not a TTY".into()));
     }
     let keys = hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
+    let signals = (a.sig_proxy && !tty).then(hijack::SignalProxy::install);
     let io = hijack::hijack(
         conn,
         &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", if stdin { "1" } else { "0" }), ("stdout", "1"), ("stderr", "1")])),
@@ -728,7 +729,7 @@ async fn attach(conn: &Conn, a: AttachArgs) -> CliResult<i32> {
     .await?;
     let raw = (tty && stdin).then(hijack::RawTerminal::enable);
     let resize = tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
-    let proxy = (a.sig_proxy && !tty).then(|| tokio::spawn(hijack::proxy_signals(conn.clone(), id.clone())));
+    let proxy = signals.map(|s| tokio::spawn(s.forward(conn.clone(), id.clone())));
     let ended = hijack::session(io, tty, stdin, &keys).await;
     for task in [resize, proxy].into_iter().flatten() {
         task.abort();

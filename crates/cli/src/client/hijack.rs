@@ -350,32 +350,49 @@ impl Drop for RawTerminal {
 
 /// docker's `--sig-proxy`: signals this CLI receives (SIGINT, SIGTERM,
 /// SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) are sent to the container instead
-/// of killing the CLI. Runs until aborted.
-pub async fn proxy_signals(conn: Conn, id: String) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::quit(), "SIGQUIT"),
-        (SignalKind::user_defined1(), "SIGUSR1"),
-        (SignalKind::user_defined2(), "SIGUSR2"),
-    ];
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
-    for (kind, name) in kinds {
-        let Ok(mut sig) = signal(kind) else { continue };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while sig.recv().await.is_some() {
-                if tx.send(name).await.is_err() {
-                    return;
-                }
-            }
-        });
+/// of killing the CLI.
+///
+/// The handlers are installed when this is built, synchronously, so a
+/// caller that builds it before starting the container cannot lose a
+/// signal that arrives as soon as the container prints something (a task
+/// that installed them later would let the default action kill the CLI).
+pub struct SignalProxy {
+    streams: Vec<(tokio::signal::unix::Signal, &'static str)>,
+}
+
+impl SignalProxy {
+    /// Installs the handlers now; signals are queued until [`Self::forward`].
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::hangup(), "SIGHUP"),
+            (SignalKind::quit(), "SIGQUIT"),
+            (SignalKind::user_defined1(), "SIGUSR1"),
+            (SignalKind::user_defined2(), "SIGUSR2"),
+        ];
+        let streams = kinds.into_iter().filter_map(|(k, name)| signal(k).ok().map(|s| (s, name))).collect();
+        Self { streams }
     }
-    drop(tx);
-    while let Some(name) = rx.recv().await {
-        let _ = request(&conn, "POST", &format!("/containers/{id}/kill?signal={name}"), None, false).await;
+
+    /// Sends each received signal to container `id`. Runs until aborted.
+    pub async fn forward(self, conn: Conn, id: String) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+        for (mut sig, name) in self.streams {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    if tx.send(name).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        while let Some(name) = rx.recv().await {
+            let _ = request(&conn, "POST", &format!("/containers/{id}/kill?signal={name}"), None, false).await;
+        }
     }
 }
 

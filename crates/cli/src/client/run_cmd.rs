@@ -716,6 +716,11 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
     let wait_resp = hijack::request(&conn, "POST", &wait_path, None, false).await.map_err(exit125)?;
     let wait = tokio::spawn(hijack::read_json(wait_resp));
     let _raw = if c.tty && att_in { Some(hijack::RawTerminal::enable()) } else { None };
+    // With a tty, ^C reaches the container through it; without, the
+    // signals this CLI gets are forwarded (docker's --sig-proxy). The
+    // handlers go in before start: the container may be signalled as
+    // soon as it prints.
+    let signals = (a.sig_proxy && !c.tty).then(hijack::SignalProxy::install);
     if let Err(e) = start(&conn, &id).await {
         drop(_raw);
         if let CliError::Daemon(m) = &e {
@@ -725,9 +730,7 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
         return Err(exit125(e));
     }
     let resize = c.tty.then(|| tokio::spawn(hijack::follow_resize(conn.clone(), format!("/containers/{id}/resize"))));
-    // With a tty, ^C reaches the container through it; without, the
-    // signals this CLI gets are forwarded (docker's --sig-proxy).
-    let proxy = (a.sig_proxy && !c.tty).then(|| tokio::spawn(hijack::proxy_signals(conn.clone(), id.clone())));
+    let proxy = signals.map(|s| tokio::spawn(s.forward(conn.clone(), id.clone())));
     let ended = hijack::session(io, c.tty, att_in, &detach_keys).await;
     for task in [resize, proxy].into_iter().flatten() {
         task.abort();
