@@ -25,9 +25,11 @@ log() { echo "engine-bench: $*" >&2; }
 # are timed.
 for t in hyperfine jq docker crun; do command -v "$t" >/dev/null || die "$t not found (scripts/setup)"; done
 
-if [ -z "${NO_BUILD:-}" ]; then (cd "$repo" && cargo build --release --locked -p berth >&2); fi
-BERTH=$repo/target/release/berth
-[ -x "$BERTH" ] || die "$BERTH missing"
+# The release binary as shipped: static, built by scripts/build-release
+# (BERTH=path times another build; NO_BUILD=1 reuses the last one).
+if [ -z "${NO_BUILD:-}" ] && [ -z "${BERTH:-}" ]; then BERTH=$(bash "$repo/scripts/build-release"); fi
+BERTH=${BERTH:-$repo/target/$(rustc -vV | sed -n 's/^host: //p')/release/berth}
+[ -x "$BERTH" ] || die "$BERTH missing (build it with scripts/build-release)"
 
 work=$(mktemp -d /tmp/berth-engine-bench.XXXXXX)
 daemon=""

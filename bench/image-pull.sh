@@ -19,7 +19,8 @@
 #   STORE=loop|host      where the tools' stores live: a fresh ext4 on a loop
 #                        file (default), or the filesystem of /var/tmp
 #   STORE_SIZE=16G       size of the (sparse) loop file
-#   NO_BUILD=1           use the existing target/release/berth
+#   NO_BUILD=1           use the existing build of scripts/build-release
+#   BERTH=path           the berth binary to time (implies NO_BUILD)
 #   RESULTS=path         markdown file to append to (default bench/RESULTS.md)
 set -euo pipefail
 
@@ -46,13 +47,13 @@ command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] ||
   die "docker-registry not found (apt-get install -y docker-registry)"
 
 # ---------------------------------------------------------------- build
-target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-if [ -z "${NO_BUILD:-}" ]; then
-  log "building berth (release)"
-  (cd "$repo" && cargo build --release -p berth >&2)
+# The release binary as shipped: static, built by scripts/build-release.
+if [ -z "${NO_BUILD:-}" ] && [ -z "${BERTH:-}" ]; then
+  log "building berth (release, static)"
+  BERTH=$(bash "$repo/scripts/build-release")
 fi
-BERTH=$target_dir/release/berth
-[ -x "$BERTH" ] || die "$BERTH missing (build with cargo build --release -p berth)"
+BERTH=${BERTH:-$repo/target/$(rustc -vV | sed -n 's/^host: //p')/release/berth}
+[ -x "$BERTH" ] || die "$BERTH missing (build it with scripts/build-release)"
 
 # ---------------------------------------------------------------- image
 # An OCI layout with 10 gzip layers built from this host's /usr (shared

@@ -8,7 +8,8 @@
 # Environment:
 #   RUNS=100 WARMUP=5      hyperfine runs / warmup runs per runtime (RUNS >= 50)
 #   RUNTIMES="berth crun runc"
-#   NO_BUILD=1             use the existing target/release/berth
+#   NO_BUILD=1             use the existing build of scripts/build-release
+#   BERTH=path             the berth binary to time (implies NO_BUILD)
 #   KEEP_CGROUP_MOUNTS=1   leave the cgroup v1 controllers this script mounts
 #   RESULTS=path           markdown file to append to (default bench/RESULTS.md)
 set -euo pipefail
@@ -30,13 +31,13 @@ for t in hyperfine jq cargo; do
 done
 
 # ---------------------------------------------------------------- build
-target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-if [ -z "${NO_BUILD:-}" ]; then
-  log "building berth (release)"
-  (cd "$repo" && cargo build --release -p berth >&2)
+# The release binary as shipped: static, built by scripts/build-release.
+if [ -z "${NO_BUILD:-}" ] && [ -z "${BERTH:-}" ]; then
+  log "building berth (release, static)"
+  BERTH=$(bash "$repo/scripts/build-release")
 fi
-BERTH=$target_dir/release/berth
-[ -x "$BERTH" ] || die "$BERTH missing (build with cargo build --release -p berth)"
+BERTH=${BERTH:-$repo/target/$(rustc -vV | sed -n 's/^host: //p')/release/berth}
+[ -x "$BERTH" ] || die "$BERTH missing (build it with scripts/build-release)"
 
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 bundle=$work/bundle
@@ -241,7 +242,7 @@ cg=$(stat -fc %T /sys/fs/cgroup)
   echo
   echo "- Machine: $(nproc) CPUs, $cpu, $mem RAM, kernel $(uname -r), $cg"
   echo "- Load average when the run started: $load"
-  echo "- berth: $(ver "$BERTH" --version) (release build, commit $rev)"
+  echo "- berth: $(ver "$BERTH" --version) (static release build from scripts/build-release, commit $rev)"
   command -v crun >/dev/null && echo "- crun: $(crun --version 2>&1 | head -n 1 | sed 's/crun version //')"
   command -v runc >/dev/null && echo "- runc: $(runc --version 2>&1 | head -n 1 | sed 's/runc version //')"
   echo "- hyperfine: $(ver hyperfine --version | sed 's/hyperfine //')"

@@ -953,8 +953,10 @@ pub async fn archive_put(
     body: Body,
 ) -> ApiResult<Response> {
     let path = archive_path(&q)?;
-    let reader = crate::body_reader::blocking_reader(body);
-    blocking(move || Ok(s.archive_put(&id, &path, reader)?)).await?;
+    let (reader, body_done) = crate::body_reader::blocking_reader(body);
+    let result = blocking(move || Ok(s.archive_put(&id, &path, reader)?)).await;
+    body_done.wait().await;
+    result?;
     Ok(StatusCode::OK.into_response())
 }
 

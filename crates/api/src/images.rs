@@ -324,9 +324,11 @@ pub async fn get_many(State(s): State<AppState>, Query(q): Query<Vec<(String, St
 /// `POST /images/load`: a docker-archive or oci-archive in the body,
 /// streamed into the store (never held in memory whole).
 pub async fn load(State(s): State<AppState>, body: Body) -> ApiResult<impl IntoResponse> {
-    let reader = crate::body_reader::blocking_reader(body);
+    let (reader, body_done) = crate::body_reader::blocking_reader(body);
     let s2 = s.clone();
-    let loaded = blocking(move || Ok(s2.images().load(reader)?)).await?;
+    let loaded = blocking(move || Ok(s2.images().load(reader)?)).await;
+    body_done.wait().await;
+    let loaded = loaded?;
     let mut out = String::new();
     for l in loaded {
         let name = l.tags.first().map(|t| docker_view::familiar(t)).unwrap_or_else(|| l.image.id.to_string());
@@ -484,10 +486,12 @@ async fn import(s: AppState, q: Vec<(String, String)>, body: Body) -> ApiResult<
         source: "-".into(),
         platform: berth_image::manifest::Platform::host(),
     };
-    let reader = crate::body_reader::blocking_reader(body);
+    let (reader, body_done) = crate::body_reader::blocking_reader(body);
     let s2 = s.clone();
     let name = tags.first().map(|t| docker_view::familiar(t));
-    let rec = blocking(move || Ok(s2.images().import_rootfs(reader, &opts, &tags)?)).await?;
+    let rec = blocking(move || Ok(s2.images().import_rootfs(reader, &opts, &tags)?)).await;
+    body_done.wait().await;
+    let rec = rec?;
     s.events.image("import", &rec.id.to_string(), &name.unwrap_or_else(|| rec.id.to_string()));
     Ok(([(header::CONTENT_TYPE, "application/json")], format!("{}\r\n", json!({"status": rec.id.to_string()}))).into_response())
 }

@@ -13,7 +13,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn berth() -> &'static str {
-    env!("CARGO_BIN_EXE_berth")
+    // BERTH_BIN: run the suite against another build of the same tree
+    // (scripts/test runs it against the static release binary too).
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("BERTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_berth").to_owned()))
 }
 
 fn skip_reason() -> Option<String> {

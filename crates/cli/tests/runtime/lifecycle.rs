@@ -233,10 +233,13 @@ fn exec_fifo_blocks_until_start_and_dead_init_is_reported() {
     ok(&b.rt(&["delete", &id]));
 }
 
-/// `start` returns once the user program runs: a signal sent right after
-/// reaches the program's own handler, even with Docker's seccomp profile
-/// to install (the runtime-tools `killsig` case). The program is PID 1 of
-/// its namespace, so a signal arriving before the trap would be dropped.
+/// `start` returns once the user program runs (init has exec'd it: the
+/// runtime-tools `killsig` case sends its signal right after), even with
+/// Docker's seccomp profile to install; `kill` then reaches the program's
+/// own handler. The program is PID 1 of its namespace, so a signal
+/// arriving before its trap would be dropped: the test waits for the trap
+/// to be installed (SigCgt) so it does not race the shell's start-up,
+/// which no runtime controls.
 #[test]
 fn signal_sent_right_after_start_reaches_the_programs_handler() {
     require_root!();
@@ -247,11 +250,27 @@ fn signal_sent_right_after_start_reaches_the_programs_handler() {
         std::env::consts::ARCH,
     )
     .expect("convert profile");
-    for sig in ["TERM", "USR1"] {
+    for (sig, signo) in [("TERM", libc::SIGTERM), ("USR1", libc::SIGUSR1)] {
         let mut b = Bundle::new(&format!("trap 'touch /got-{sig}; exit 0' {sig}; sleep 10 & wait $!"));
         b.config["linux"]["seccomp"] = serde_json::to_value(&seccomp).expect("json");
         let id = b.create();
+        let pid = b.state(&id)["pid"].as_i64().expect("pid");
         ok(&b.rt(&["start", &id]));
+        // Already the program, not the runtime's init.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+        assert!(exe.ends_with("busybox"), "start returned before the exec: init is {}", exe.display());
+        let caught = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigCgt:").map(|v| v.trim().to_owned())))
+                .and_then(|v| u64::from_str_radix(&v, 16).ok())
+                .is_some_and(|mask| mask & (1u64 << (signo - 1)) != 0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !caught() {
+            assert!(std::time::Instant::now() < deadline, "the shell never set its SIG{sig} trap");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         ok(&b.rt(&["kill", &id, sig]));
         b.wait_status(&id, "stopped");
         assert!(b.rootfs().join(format!("got-{sig}")).exists(), "SIG{sig} did not reach the trap");

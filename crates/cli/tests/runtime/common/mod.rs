@@ -10,9 +10,12 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-/// Path of the berth binary under test.
+/// Path of the berth binary under test: `$BERTH_BIN`, else cargo's build.
 pub fn berth() -> &'static str {
-    env!("CARGO_BIN_EXE_berth")
+    // BERTH_BIN: run the suite against another build of the same tree
+    // (scripts/test runs it against the static release binary too).
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("BERTH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_berth").to_owned()))
 }
 
 /// True when running as root; tests that need the kernel's privileged
