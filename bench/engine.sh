@@ -9,12 +9,14 @@
 # Appends a section to bench/RESULTS.md, hyperfine JSON to bench/results/.
 #
 # Usage: bench/engine.sh   (as root)
-# Environment: RUNS=30 WARMUP=3 IDLE=50 NO_BUILD=1 RESULTS=path
+# Environment: RUNS=30 ROUNDS=5 WARMUP=3 IDLE=50 NO_BUILD=1 BERTH=path RESULTS=path
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
 RUNS=${RUNS:-30}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-3}
 IDLE=${IDLE:-50}
 RESULTS=${RESULTS:-$here/RESULTS.md}
@@ -130,18 +132,25 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 json=$here/results/engine-run-$stamp.json
 mkdir -p "$here/results"
-cmds=(-n "berth run --rm (berth CLI → berth serve)" "$BERTH -H unix://$work/berth.sock run --rm busybox true"
-      -n "berth (docker CLI → berth serve)" "docker run --rm busybox true"
-      -n "crun run (raw)" "crun --root $work/crun-state run --bundle $work/bundle bench")
+declare -A cmd
+names=("berth run --rm (berth CLI → berth serve)" "berth (docker CLI → berth serve)" "crun run (raw)")
+cmd["berth run --rm (berth CLI → berth serve)"]="$BERTH -H unix://$work/berth.sock run --rm busybox true"
+cmd["berth (docker CLI → berth serve)"]="docker run --rm busybox true"
+cmd["crun run (raw)"]="crun --root $work/crun-state run --bundle $work/bundle bench"
 if [ -n "$podman_ok" ]; then
-  cmds+=(-n "podman run --rm" "$work/podman.sh run --rm busybox true")
+  names+=("podman run --rm")
+  cmd["podman run --rm"]="$work/podman.sh run --rm busybox true"
 fi
 if [ -n "$docker_ok" ]; then
-  cmds+=(-n "docker run --rm (dockerd)" "docker -H $dsock run --rm --network none busybox true")
+  names+=("docker run --rm (dockerd)")
+  cmd["docker run --rm (dockerd)"]="docker -H $dsock run --rm --network none busybox true"
 fi
-log "timing run --rm true ($RUNS runs each)"
-hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}" >&2 ||
-  hyperfine --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}" >&2
+# Interleaved rounds (bench/lib.sh): every command timed in each round.
+declare -A no_prepare=()
+per_round=$(((RUNS + ROUNDS - 1) / ROUNDS))
+log "timing run --rm true ($RUNS runs each in $ROUNDS interleaved rounds)"
+interleaved_hyperfine names cmd no_prepare "$ROUNDS" "$per_round" "$WARMUP" "$json" || die "hyperfine failed"
+RUNS=$((per_round * ROUNDS))
 
 # ---------------------------------------------------------------- memory
 log "starting $IDLE idle containers"
@@ -196,9 +205,9 @@ fi
   echo "## engine — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo
   echo "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)."
-  echo "Versions: berth $(cd "$repo" && git rev-parse --short HEAD) (release), $(docker version -f 'docker CLI {{.Client.Version}}' 2>/dev/null), $(crun --version | head -1)$( [ -n "$podman_ok" ] && echo ", $(podman --version)")."
+  echo "Versions: berth $(cd "$repo" && git rev-parse --short HEAD) (static release build), $(docker version -f 'docker CLI {{.Client.Version}}' 2>/dev/null), $(crun --version | head -1)$( [ -n "$podman_ok" ] && echo ", $(podman --version)")."
   echo
-  echo "### run --rm busybox true, client to exit ($RUNS runs, hyperfine)"
+  echo "### run --rm busybox true, client to exit ($RUNS runs each in $ROUNDS interleaved rounds, hyperfine)"
   echo
   echo "| command | median ms | mean ± σ ms | min | max |"
   echo "|---|---|---|---|---|"

@@ -26,6 +26,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
 RUNS=${RUNS:-10}
 TOOLS=${TOOLS:-"berth podman skopeo-oci skopeo-storage docker gzip pigz untar untar-sync"}
 BENCH_CACHE=${BENCH_CACHE:-/var/tmp/berth-bench}
@@ -504,35 +505,10 @@ fi
 # rounds' JSON is merged into one hyperfine-style file (every timing kept).
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-mkdir -p "$here/results" "$work/rounds"
+mkdir -p "$here/results"
 json=$here/results/image-pull-$stamp.json
-n=${#ok[@]}
-for ((r = 0; r < RUNS; r++)); do
-  hf=(hyperfine -N --style basic --runs 1 --export-json "$work/rounds/$r.json")
-  order=()
-  for ((i = 0; i < n; i++)); do order+=("${ok[$(((i + r) % n))]}"); done
-  for t in "${order[@]}"; do hf+=(--prepare "${reset[$t]}"); done
-  for t in "${order[@]}"; do hf+=(-n "$t" "${cmd[$t]}"); done
-  [ "$r" != 0 ] || log "round 0: ${hf[*]}"
-  "${hf[@]}" >"$work/rounds/$r.log" 2>&1 || { cat "$work/rounds/$r.log" >&2; die "hyperfine failed in round $r"; }
-  log "round $((r + 1))/$RUNS: $(jq -r '[.results[] | "\(.command) \(.mean * 100 | round / 100)s"] | join(", ")' "$work/rounds/$r.json")"
-done
+interleaved_hyperfine ok cmd reset "$RUNS" 1 0 "$json" || die "hyperfine failed"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-jq -s --argjson rounds "$RUNS" --arg order "${ok[*]}" '
-  def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def mean: add / length;
-  def stddev: mean as $m | if length > 1 then (map(. - $m | . * .) | add / (length - 1) | sqrt) else null end;
-  [.[].results[]] as $all
-  | { rounds: $rounds,
-      note: "merged from \($rounds) hyperfine --runs 1 invocations, one run per tool per round, order rotated each round",
-      results: [ $order | split(" ")[] as $c
-        | [$all[] | select(.command == $c)] as $rs
-        | ($rs | map(.times[0])) as $t
-        | { command: $c, mean: ($t | mean), stddev: ($t | stddev), median: ($t | median),
-            user: ($rs | map(.user) | mean), system: ($rs | map(.system) | mean),
-            min: ($t | min), max: ($t | max), times: $t,
-            users: ($rs | map(.user)), systems: ($rs | map(.system)) } ] }' \
-  "$work"/rounds/*.json >"$json"
 
 # -------------------------------------------------------------- results
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)

@@ -17,6 +17,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
 RUNS=${RUNS:-100}
 ROUNDS=${ROUNDS:-10}
 WARMUP=${WARMUP:-5}
@@ -199,50 +200,23 @@ done
 [ ${#ok[@]} -gt 0 ] || die "no runtime could run the bundle"
 
 # ------------------------------------------------------------ hyperfine
-# This VM is shared and its speed drifts by 2x within an hour: all runs of
-# one runtime then all of the next would compare different machines. So
-# ROUNDS rounds, each timing every runtime RUNS/ROUNDS times in an order
-# rotated per round; the rounds' JSON is merged (every timing kept).
+# Interleaved rounds (bench/lib.sh): every runtime timed in each round.
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-mkdir -p "$here/results" "$work/rounds"
+mkdir -p "$here/results"
 json=$here/results/runtime-startup-$stamp.json
 per_round=$(((RUNS + ROUNDS - 1) / ROUNDS))
-n=${#ok[@]}
-for ((round = 0; round < ROUNDS; round++)); do
-  order=()
-  for ((i = 0; i < n; i++)); do order+=("${ok[$(((i + round) % n))]}"); done
-  warm=$WARMUP
-  [ "$round" = 0 ] || warm=1
-  hf=(hyperfine -N --style basic --warmup "$warm" --runs "$per_round" --export-json "$work/rounds/$round.json")
-  cleanup_cmd=
-  for r in "${order[@]}"; do
-    rt=$(rt_cmd "$r")
-    # Each timed run reuses the id: delete any leftover first (untimed).
-    hf+=(--prepare "sh -c '$rt delete --force bench-$r >/dev/null 2>&1 || true'")
-    cleanup_cmd="$cleanup_cmd $rt delete --force bench-$r >/dev/null 2>&1;"
-  done
-  hf+=(--cleanup "sh -c '$cleanup_cmd true'")
-  for r in "${order[@]}"; do
-    hf+=(-n "$r" "$(rt_cmd "$r") run --bundle $bundle bench-$r")
-  done
-  [ "$round" != 0 ] || log "round 0: ${hf[*]}"
-  "${hf[@]}" >"$work/rounds/$round.log" 2>&1 || { cat "$work/rounds/$round.log" >&2; die "hyperfine failed in round $round"; }
-  log "round $((round + 1))/$ROUNDS: $(jq -r '[.results[] | "\(.command) \(.median * 100000 | round / 100)ms"] | join(", ")' "$work/rounds/$round.json")"
+declare -A run_cmd prep_cmd
+cleanup_cmd=
+for r in "${ok[@]}"; do
+  rt=$(rt_cmd "$r")
+  run_cmd[$r]="$rt run --bundle $bundle bench-$r"
+  # Each timed run reuses the id: delete any leftover first (untimed).
+  prep_cmd[$r]="sh -c '$rt delete --force bench-$r >/dev/null 2>&1 || true'"
+  cleanup_cmd="$cleanup_cmd $rt delete --force bench-$r >/dev/null 2>&1;"
 done
-jq -s --arg order "${ok[*]}" '
-  def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def mean: add / length;
-  def stddev: mean as $m | if length > 1 then (map(. - $m | . * .) | add / (length - 1) | sqrt) else null end;
-  [.[].results[]] as $all
-  | { note: "merged from \(length) hyperfine invocations (rounds), every runtime timed in each, order rotated per round",
-      results: [ $order | split(" ")[] as $c
-        | [$all[] | select(.command == $c)] as $rs
-        | ([$rs[].times[]]) as $t
-        | { command: $c, mean: ($t | mean), stddev: ($t | stddev), median: ($t | median),
-            min: ($t | min), max: ($t | max), times: $t,
-            round_medians: ($rs | map(.median)) } ] }' \
-  "$work"/rounds/*.json >"$json"
+interleaved_hyperfine ok run_cmd prep_cmd "$ROUNDS" "$per_round" "$WARMUP" "$json" "sh -c '$cleanup_cmd true'" ||
+  die "hyperfine failed"
 RUNS=$((per_round * ROUNDS))
 
 for r in "${ok[@]}"; do
