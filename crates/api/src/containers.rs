@@ -101,7 +101,7 @@ fn watch_auto_remove(engine: AppState, id: String) {
         }
         if let Ok(c) = engine.resolve(&id) {
             engine.events.die(&c);
-            if engine.remove(&id, true).is_ok() {
+            if engine.remove_exited_auto(&id).is_ok() {
                 engine.changes.removed(&id, c.state.exit_code);
                 engine.events.container(&c, "destroy", &[]);
                 engine.events.forget(&id);

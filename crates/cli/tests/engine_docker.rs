@@ -501,6 +501,45 @@ fn tty_through_a_pty() {
     assert!(out.contains("/dev/pts/"), "no tty inside: {out:?} {}", text(&o.stderr));
 }
 
+/// `run --rm` answers once the container is gone from the daemon; its
+/// rootfs mount, cgroups and directory are released right after, in the
+/// background. A removal cut short by the daemon's death (here: a leftover
+/// container directory with its rootfs still mounted) is finished by the
+/// next daemon.
+#[test]
+fn run_rm_releases_everything_and_restart_sweeps_leftovers() {
+    let Some(mut d) = Daemon::start() else { return };
+    assert_eq!(d.ok(&["run", "--rm", "--name", "gone", "busybox", "echo", "hi"]), "hi\n");
+    // Gone at once: not listed, the name is free.
+    assert_eq!(d.ok(&["ps", "-aq", "--filter", "name=gone"]), "");
+    assert_eq!(d.ok(&["run", "--rm", "--name", "gone", "busybox", "true"]), "");
+    let containers = d.root().join("containers");
+    let released = || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let empty = std::fs::read_dir(&containers).map(|mut r| r.next().is_none()).unwrap_or(true);
+        empty && !mounts.contains(&containers.display().to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !released() {
+        assert!(Instant::now() < deadline, "run --rm left its directory or rootfs mount behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A leftover of an interrupted removal: no database record, a mount.
+    d.kill9();
+    let left = containers.join("ab".repeat(32));
+    let rootfs = left.join("bundle/rootfs");
+    std::fs::create_dir_all(&rootfs).expect("mkdir");
+    nix::mount::mount(Some("tmpfs"), &rootfs, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount");
+    // Not a container id: not the daemon's to touch.
+    let other = containers.join("not-a-container");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    d.spawn();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!left.exists(), "the leftover container directory survived a restart");
+    assert!(!mounts.contains(&rootfs.display().to_string()), "the leftover rootfs is still mounted");
+    assert!(other.exists(), "the daemon removed a directory that is not a container's");
+}
+
 #[test]
 fn live_restore_after_kill_9() {
     let Some(mut d) = Daemon::start() else { return };

@@ -716,6 +716,21 @@ impl Engine {
 
     /// `docker rm` without `-v`.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        self.remove_inner(id, force, false)
+    }
+
+    /// `--rm` after the container exited: the container is gone (from the
+    /// database, listings and name lookups) when this returns, but its
+    /// rootfs unmount, cgroups and directory are released by a background
+    /// thread. Those are ~6 ms of a short container's life (unmounting
+    /// overlayfs syncs the upper filesystem) that `docker run --rm` would
+    /// otherwise wait for. A daemon that dies before the thread is done
+    /// finishes the job at its next start ([`Self::recover`]).
+    pub fn remove_exited_auto(&self, id: &str) -> Result<()> {
+        self.remove_inner(id, true, true)
+    }
+
+    fn remove_inner(&self, id: &str, force: bool, defer_cleanup: bool) -> Result<()> {
         let c = self.resolve(id)?;
         let rid = c.record.id.clone();
         let paths = self.container_paths(&rid);
@@ -734,22 +749,31 @@ impl Engine {
         // state, rootfs, last state write): let it finish first.
         self.wait_monitor_gone(&paths);
         let _guard = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
-        // A dead container: its init runs unsupervised; end it.
+        // A dead container's init runs unsupervised: end it now, whatever
+        // else is deferred.
         if c.state.status == Status::Dead {
-            let rt = berth_runtime::container::Runtime { root: self.cfg.paths.runtime_root(), systemd_cgroup: false };
-            let _ = rt.delete(&rid, true);
+            let _ = self.runtime().delete(&rid, true);
         }
-        let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(&rid);
         let _ = std::fs::remove_file(&paths.socket);
         self.db.remove(&rid)?;
-        // A monitor that outlived the wait above may still drop a file in;
-        // one retry covers that race.
-        if std::fs::remove_dir_all(&paths.dir).is_err() {
-            std::thread::sleep(Duration::from_millis(100));
-            std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
+        if defer_cleanup {
+            let rt = self.runtime();
+            let spawned = std::thread::Builder::new().name("rm-cleanup".into()).spawn(move || {
+                let _ = release_container(&rt, &rid, &paths);
+            });
+            if spawned.is_ok() {
+                return Ok(());
+            }
+            let rt = self.runtime();
+            return release_container(&rt, &c.record.id, &self.container_paths(&c.record.id));
         }
-        Ok(())
+        release_container(&self.runtime(), &rid, &paths)
+    }
+
+    /// The runtime that runs this engine's containers (its state root).
+    fn runtime(&self) -> berth_runtime::container::Runtime {
+        berth_runtime::container::Runtime { root: self.cfg.paths.runtime_root(), systemd_cgroup: false }
     }
 
     /// Containers using the volume `name`.
@@ -893,8 +917,20 @@ impl Engine {
 
     /// After a daemon (re)start: containers whose monitor died while the
     /// container was running are marked; AutoRemove containers that exited
-    /// while no daemon watched are removed.
+    /// while no daemon watched are removed; what a removal left behind (a
+    /// deferred cleanup cut short by the daemon's death) is released.
     pub fn recover(&self) -> Result<()> {
+        let known: std::collections::HashSet<String> = self.db.list()?.into_iter().map(|r| r.id).collect();
+        if let Ok(dirs) = std::fs::read_dir(self.cfg.paths.containers()) {
+            for d in dirs.flatten() {
+                let id = d.file_name().to_string_lossy().into_owned();
+                // Only container ids (64 hex digits); anything else is not ours to remove.
+                let is_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+                if is_id && !known.contains(&id) && d.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = release_container(&self.runtime(), &id, &self.container_paths(&id));
+                }
+            }
+        }
         for c in self.list()? {
             let paths = self.container_paths(&c.record.id);
             let saved = monitor::load_state(&paths);
@@ -912,6 +948,20 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Releases what a removed container held: its runtime state and cgroups
+/// (killing anything left in them), its rootfs mount and its directory.
+/// A monitor that outlived its wait may still drop a file in; one retry
+/// covers that race.
+fn release_container(rt: &berth_runtime::container::Runtime, id: &str, paths: &ContainerPaths) -> Result<()> {
+    let _ = rt.delete(id, true);
+    let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+    if std::fs::remove_dir_all(&paths.dir).is_err() && paths.dir.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::remove_dir_all(&paths.dir).ctx(|| format!("removing {}", paths.dir.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

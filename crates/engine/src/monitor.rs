@@ -275,7 +275,14 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize, listener: Option<UnixLis
         }
         m.state.restart_count += 1;
     }
-    m.finish(true);
+    if m.rec.host_config.auto_remove.unwrap_or(false) {
+        // --rm: the daemon removes the container as soon as we are gone and
+        // releases the runtime state, cgroups and rootfs itself, off the
+        // path `run --rm` waits on (Engine::remove_exited_auto).
+        m.finish_for_removal();
+    } else {
+        m.finish(true);
+    }
     0
 }
 
@@ -904,6 +911,13 @@ impl Monitor {
         if unmount {
             let _ = nix::mount::umount2(&self.paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         }
+        self.finish_for_removal();
+    }
+
+    /// The end of [`Self::finish`] without the teardown, for a container the
+    /// daemon removes (and releases) next: answers waiters, removes the
+    /// socket, records that no monitor watches any more.
+    fn finish_for_removal(&mut self) {
         for mut w in self.waiters.drain(..) {
             let _ = writeln!(w, "{}", serde_json::json!({"StatusCode": self.state.exit_code}));
         }

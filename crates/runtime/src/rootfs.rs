@@ -222,23 +222,59 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: &RootDir, dest: &Path, typ: &str,
         let target = resolve(root, dest)?;
         return remount(&magic(&target), opts.flags, ctx.userns);
     }
-    // cgroup v1: a tmpfs holding one bind per controller.
+    // cgroup v1: a tmpfs holding one bind per hierarchy, at the name it
+    // has on the host; a co-mounted controller's own name is a symlink to
+    // it (net_prio -> net_cls,net_prio), as on the host and as runc does,
+    // instead of binding the same hierarchy two or three times.
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("tmpfs"), &magic(&target), Some("tmpfs"), tmpfs_flags, Some("mode=755"))
         .map_err(|e| io_err("mounting cgroup tmpfs".into(), e))?;
-    for (controller, dir) in &ctx.cgroup_dirs {
+    let (binds, links) = v1_layout(&ctx.cgroup_dirs);
+    for (controller, dir) in binds {
         let sub = dest.join(controller);
         let t = mkdir_in(root, &sub)?;
-        mount(Some(dir.as_path()), &magic(&t), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        mount(Some(dir), &magic(&t), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(|e| io_err(format!("bind {}", dir.display()), e))?;
         let t = resolve(root, &sub)?;
         remount(&magic(&t), opts.flags | tmpfs_flags, ctx.userns)?;
+    }
+    if !links.is_empty() {
+        // The tmpfs was mounted over `target`: reopen the directory.
+        let dir = resolve(root, dest)?;
+        for (name, to) in links {
+            nix::unistd::symlinkat(to, &dir, name)
+                .map_err(|e| io_err(format!("symlink {} -> {to} in {}", name, dest.display()), e))?;
+        }
     }
     if opts.flags.contains(MsFlags::MS_RDONLY) {
         let t = resolve(root, dest)?;
         remount_fs(&magic(&t), tmpfs_flags | MsFlags::MS_RDONLY)?;
     }
     Ok(())
+}
+
+/// How cgroup v1 hierarchies appear under the container's /sys/fs/cgroup:
+/// one bind per distinct host directory, named as the hierarchy's mount
+/// (the comma-joined name when it has one), and symlinks (name, target)
+/// for the other controller names of the same hierarchy.
+fn v1_layout(dirs: &[(String, PathBuf)]) -> (Vec<(&str, &Path)>, Vec<(&str, &str)>) {
+    let mut binds: Vec<(&str, &Path)> = Vec::new();
+    for (name, dir) in dirs {
+        match binds.iter_mut().find(|(_, d)| *d == dir.as_path()) {
+            // A joint name ("net_cls,net_prio") is the mount's own.
+            Some(b) if name.contains(',') && !b.0.contains(',') => b.0 = name,
+            Some(_) => {}
+            None => binds.push((name, dir)),
+        }
+    }
+    let links = dirs
+        .iter()
+        .filter_map(|(name, dir)| {
+            let primary = binds.iter().find(|(_, d)| *d == dir.as_path())?.0;
+            (primary != name.as_str()).then_some((name.as_str(), primary))
+        })
+        .collect();
+    (binds, links)
 }
 
 /// Resolves an existing path inside the root to an O_PATH handle.
@@ -530,5 +566,21 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         // Out-of-range escapes must not panic.
         assert_eq!(unescape_mountinfo("\\777"), "?");
+    }
+
+    #[test]
+    fn v1_layout_binds_each_hierarchy_once() {
+        let d = |n: &str, p: &str| (n.to_string(), PathBuf::from(p));
+        let dirs = vec![
+            d("cpu", "/cg/cpu/c1"),
+            d("net_cls", "/cg/net_cls,net_prio/c1"),
+            d("net_prio", "/cg/net_cls,net_prio/c1"),
+            d("net_cls,net_prio", "/cg/net_cls,net_prio/c1"),
+            d("memory", "/cg/memory/c1"),
+        ];
+        let (binds, links) = v1_layout(&dirs);
+        let names: Vec<&str> = binds.iter().map(|b| b.0).collect();
+        assert_eq!(names, ["cpu", "net_cls,net_prio", "memory"]);
+        assert_eq!(links, [("net_cls", "net_cls,net_prio"), ("net_prio", "net_cls,net_prio")]);
     }
 }
