@@ -180,7 +180,6 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
-/// Turns oci-spec's terse parse errors into Docker-like explanations.
 // ---------------------------------------------------------------------------
 // Options and credentials
 // ---------------------------------------------------------------------------

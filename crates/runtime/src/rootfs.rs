@@ -253,12 +253,17 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: &RootDir, dest: &Path, typ: &str,
     Ok(())
 }
 
+/// A cgroup v1 hierarchy bound into the container: (name, host directory).
+type CgroupBind<'a> = (&'a str, &'a Path);
+/// A controller name that links to its hierarchy's bind: (name, target).
+type CgroupLink<'a> = (&'a str, &'a str);
+
 /// How cgroup v1 hierarchies appear under the container's /sys/fs/cgroup:
 /// one bind per distinct host directory, named as the hierarchy's mount
 /// (the comma-joined name when it has one), and symlinks (name, target)
 /// for the other controller names of the same hierarchy.
-fn v1_layout(dirs: &[(String, PathBuf)]) -> (Vec<(&str, &Path)>, Vec<(&str, &str)>) {
-    let mut binds: Vec<(&str, &Path)> = Vec::new();
+fn v1_layout(dirs: &[(String, PathBuf)]) -> (Vec<CgroupBind<'_>>, Vec<CgroupLink<'_>>) {
+    let mut binds: Vec<CgroupBind<'_>> = Vec::new();
     for (name, dir) in dirs {
         match binds.iter_mut().find(|(_, d)| *d == dir.as_path()) {
             // A joint name ("net_cls,net_prio") is the mount's own.
