@@ -229,6 +229,14 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Filter> {
     // rather than libseccomp's generic ECANCELED. Old libseccomps lack the
     // attribute; the load still works there, only its errors are vaguer.
     let _ = ctx.set_api_sysrawrc(true);
+    // A binary tree of syscall numbers instead of one comparison after
+    // another: Docker's profile allows ~350 syscalls, and both the kernel's
+    // filter cache (which emulates the program for every syscall number
+    // when it is loaded) and each filtered syscall walk O(log n) compares
+    // instead of O(n). Measured here (perf trace of the container's
+    // seccomp(SET_MODE_FILTER) with Docker's profile): 1.6-1.7 ms -> 0.7 ms
+    // per container start. libseccomp < 2.5 lacks the attribute: linear.
+    let _ = ctx.set_ctl_optimize(2);
 
     for arch in seccomp.architectures().iter().flatten() {
         let scmp = map_arch(*arch);
