@@ -12,10 +12,10 @@ use crate::record::ContainerRecord;
 /// id → JSON [`ContainerRecord`].
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
-/// The container database.
-#[derive(Debug)]
+/// The container database (cheap to clone: one shared handle).
+#[derive(Debug, Clone)]
 pub struct ContainerDb {
-    db: Database,
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -24,7 +24,7 @@ impl ContainerDb {
     pub fn open(root: &Path) -> Result<ContainerDb> {
         let path = root.join("containers.redb");
         let db = Database::create(&path).map_err(|e| Error::Db(format!("{}: {e}", path.display())))?;
-        let me = ContainerDb { db, path };
+        let me = ContainerDb { db: std::sync::Arc::new(db), path };
         let tx = me.db.begin_write().map_err(|e| me.err(e))?;
         tx.open_table(CONTAINERS).map_err(|e| me.err(e))?;
         tx.commit().map_err(|e| me.err(e))?;
@@ -81,7 +81,28 @@ impl ContainerDb {
 
     /// Removes a record.
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.remove_with(id, redb::Durability::Immediate)
+    }
+
+    /// Removes the record at once for every reader of this database, but
+    /// without waiting for the disk: the removal becomes durable with the
+    /// next durable commit (any other write, or [`Self::flush`]). A crash
+    /// before that brings the record back, which is safe only where the
+    /// caller can finish the removal again (an exited `--rm` container:
+    /// the next daemon's recover() removes it).
+    pub fn remove_lazily(&self, id: &str) -> Result<()> {
+        self.remove_with(id, redb::Durability::None)
+    }
+
+    /// Makes every earlier commit durable (an empty durable commit).
+    pub fn flush(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn remove_with(&self, id: &str, durability: redb::Durability) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
             t.remove(id).map_err(|e| self.err(e))?;

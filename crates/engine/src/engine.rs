@@ -756,19 +756,24 @@ impl Engine {
         }
         self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(&rid);
         let _ = std::fs::remove_file(&paths.socket);
-        self.db.remove(&rid)?;
-        if defer_cleanup {
-            let rt = self.runtime();
-            let spawned = std::thread::Builder::new().name("rm-cleanup".into()).spawn(move || {
-                let _ = release_container(&rt, &rid, &paths);
-            });
-            if spawned.is_ok() {
-                return Ok(());
-            }
-            let rt = self.runtime();
-            return release_container(&rt, &c.record.id, &self.container_paths(&c.record.id));
+        if !defer_cleanup {
+            self.db.remove(&rid)?;
+            return release_container(&self.runtime(), &rid, &paths);
         }
-        release_container(&self.runtime(), &rid, &paths)
+        // Gone for every reader now; durable (and released) in the
+        // background. A crash in between brings back an exited --rm
+        // container, which recover() removes again.
+        self.db.remove_lazily(&rid)?;
+        let (rt, db) = (self.runtime(), self.db.clone());
+        let spawned = std::thread::Builder::new().name("rm-cleanup".into()).spawn(move || {
+            let _ = db.flush();
+            let _ = release_container(&rt, &rid, &paths);
+        });
+        if spawned.is_err() {
+            self.db.flush()?;
+            return release_container(&self.runtime(), &c.record.id, &self.container_paths(&c.record.id));
+        }
+        Ok(())
     }
 
     /// The runtime that runs this engine's containers (its state root).

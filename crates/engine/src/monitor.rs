@@ -686,16 +686,7 @@ impl Monitor {
             let _ = sock.set_nonblocking(false);
             let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = sock.set_write_timeout(Some(Duration::from_secs(10)));
-            let mut line = Vec::new();
-            let mut b = [0u8; 1];
-            let mut r = &sock;
-            while line.len() < 4096 {
-                match r.read(&mut b) {
-                    Ok(1) if b[0] == b'\n' => break,
-                    Ok(1) => line.push(b[0]),
-                    _ => break,
-                }
-            }
+            let line = read_request_line(&sock);
             let _ = sock.set_read_timeout(None);
             match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => self.handle(req, sock),
@@ -926,6 +917,34 @@ impl Monitor {
         self.state.pid = 0;
         self.save();
     }
+}
+
+/// The request line a client opens with (at most 4 KiB), and not a byte
+/// more: what follows (an attach's stdin) stays in the socket. When the
+/// whole line has arrived, one peek finds its end and one read takes it;
+/// otherwise it is read a byte at a time.
+fn read_request_line(sock: &UnixStream) -> Vec<u8> {
+    let mut peek = [0u8; 4096];
+    if let Ok((n, _)) = rustix::net::recv(sock, &mut peek, rustix::net::RecvFlags::PEEK) {
+        if let Some(end) = peek[..n].iter().position(|&b| b == b'\n') {
+            let mut line = vec![0u8; end + 1];
+            if (&*sock).read_exact(&mut line).is_ok() {
+                line.pop();
+                return line;
+            }
+            return Vec::new();
+        }
+    }
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 4096 {
+        match (&*sock).read(&mut b) {
+            Ok(1) if b[0] == b'\n' => break,
+            Ok(1) => line.push(b[0]),
+            _ => break,
+        }
+    }
+    line
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
