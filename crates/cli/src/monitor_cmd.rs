@@ -33,6 +33,9 @@ pub fn main(a: MonitorArgs) -> i32 {
         eprintln!("berth monitor: re-executing from a sealed copy of the binary: {e}");
         return 1;
     }
+    // Executed through the sealed view (/proc/self/fd/N), the process
+    // would be named "N" in ps and top; name it for what it is.
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
     let listener = match a.listen_fd.map(berth_engine::sys::inherited_listener).transpose() {
         Ok(l) => l,
         Err(e) => {

@@ -39,6 +39,7 @@
 //! "not set", as in runc.
 
 pub mod devices_bpf;
+pub mod mountinfo;
 pub mod paths;
 mod v1;
 mod v2;
@@ -206,7 +207,7 @@ impl Manager {
     /// module docs for how relative and systemd paths are resolved.
     pub fn new(path: &str, systemd: bool) -> Result<Manager> {
         let (abs, rel) = classify(path, systemd)?;
-        let Some(mountinfo) = fs::read_to_string("/proc/self/mountinfo").ok().filter(|t| !t.is_empty()) else {
+        let Some(mountinfo) = mountinfo::read() else {
             let mode = match rustix::fs::statfs(CGROUP_ROOT) {
                 Ok(s) if s.f_type as u64 == CGROUP2_SUPER_MAGIC => Mode::V2,
                 Ok(_) => Mode::V1,
