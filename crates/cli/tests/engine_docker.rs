@@ -732,7 +732,7 @@ fn cp_diff_export_pause_rename_top() {
         "busybox",
         "sh",
         "-c",
-        "ln -s / /up; ln -s ../../../../../ /rel; echo inside > /tmp/in; rm /etc/hostname.bak 2>/dev/null; sleep 1000",
+        "ln -s / /up; ln -s ../../../../../ /rel; echo inside > /tmp/in; ln -s in /tmp/in-link; ln -s /tmp /tmp-link; sleep 1000",
     ]);
     d.wait_for("files", "{{.State.Status}}", "running");
     std::thread::sleep(Duration::from_millis(300));
@@ -761,6 +761,16 @@ fn cp_diff_export_pause_rename_top() {
     assert_ne!(std::fs::read_to_string(&out).expect("read"), host_passwd, "cp read the host's /etc/passwd");
     let o = d.run(&["cp", "files:/no/such", host.to_str().expect("utf8")]);
     assert_ne!(o.status.code(), Some(0));
+    // A symlink is copied as itself; with -L, what it leads to. A
+    // destination that is a symlink to a directory is followed.
+    let link = host.join("link");
+    d.ok(&["cp", "files:/up", link.to_str().expect("utf8")]);
+    assert_eq!(std::fs::read_link(&link).expect("a symlink"), Path::new("/"));
+    let followed = host.join("followed");
+    d.ok(&["cp", "-L", "files:/tmp/in-link", followed.to_str().expect("utf8")]);
+    assert_eq!(std::fs::read_to_string(&followed).expect("a file"), "inside\n");
+    d.ok(&["cp", host.join("file").to_str().expect("utf8"), "files:/tmp-link"]);
+    assert_eq!(d.ok(&["exec", "files", "cat", "/tmp/file"]), "from host");
     // diff.
     let diff = d.ok(&["diff", "files"]);
     assert!(diff.lines().any(|l| l == "A /tmp/in"), "{diff}");

@@ -103,6 +103,42 @@ fn append_tree(tar: &mut tar::Builder<impl Write>, src: &Path, name: &Path, top:
     }
 }
 
+/// What a `cp` path names inside the root. Like docker, a symlink as the
+/// last component is the link itself (`docker cp -L` asks for its target
+/// next), unless the path ends in `/` or `/.`, or is the root.
+enum Named {
+    /// A symlink, not followed: its own metadata, the text of the link,
+    /// and where it leads inside the container ("" when nowhere).
+    Link { meta: std::fs::Metadata, text: PathBuf, target: String },
+    /// Anything else, resolved (following symlinks inside the root).
+    Object(std::fs::File),
+}
+
+fn lookup(root: &RootDir, rootfs: &Path, path: &str) -> Result<Named> {
+    let p = Path::new(path);
+    let follow = path.ends_with('/') || path.ends_with("/.") || p.file_name().is_none();
+    if !follow {
+        if let (Some(parent), Some(name)) = (p.parent(), p.file_name()) {
+            let dir = root.resolve(parent).map_err(|e| not_found(path, e))?;
+            let link = proc_path(&dir).join(name);
+            let meta = std::fs::symlink_metadata(&link).map_err(|e| not_found(path, e))?;
+            if meta.file_type().is_symlink() {
+                let text = std::fs::read_link(&link).ctx(|| format!("reading the link {path}"))?;
+                // Where it leads, as a path inside the container.
+                let target = root
+                    .resolve(p)
+                    .ok()
+                    .and_then(|f| std::fs::read_link(proc_path(&f)).ok())
+                    .and_then(|host| host.strip_prefix(rootfs).ok().map(|r| Path::new("/").join(r)))
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                return Ok(Named::Link { meta, text, target });
+            }
+        }
+    }
+    Ok(Named::Object(root.resolve(p).map_err(|e| not_found(path, e))?))
+}
+
 impl Engine {
     /// Runs `f` with the container's root filesystem mounted (mounting it
     /// for the duration when the container is not running).
@@ -125,12 +161,15 @@ impl Engine {
         res
     }
 
-    /// Stat of `path` in the container (`HEAD /archive`).
+    /// Stat of `path` in the container (`HEAD /archive`); a symlink is
+    /// reported as itself, with where it leads in `linkTarget`.
     pub fn archive_stat(&self, id: &str, path: &str) -> Result<PathStat> {
         self.with_rootfs(id, |rootfs| {
             let root = RootDir::open(rootfs).ctx(|| format!("opening {}", rootfs.display()))?;
-            let f = root.resolve(Path::new(path)).map_err(|e| not_found(path, e))?;
-            let meta = std::fs::metadata(proc_path(&f)).ctx(|| format!("stat {path}"))?;
+            let (meta, link_target) = match lookup(&root, rootfs, path)? {
+                Named::Link { meta, target, .. } => (meta, target),
+                Named::Object(f) => (std::fs::metadata(proc_path(&f)).ctx(|| format!("stat {path}"))?, String::new()),
+            };
             let name =
                 Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
             Ok(PathStat {
@@ -138,7 +177,7 @@ impl Engine {
                 size: meta.len(),
                 mode: go_mode(meta.mode()),
                 mtime: berth_runtime::state::rfc3339(meta.mtime(), meta.mtime_nsec() as u32),
-                link_target: String::new(),
+                link_target,
             })
         })
     }
@@ -150,11 +189,22 @@ impl Engine {
         let stat = self.archive_stat(id, path)?;
         self.with_rootfs(id, |rootfs| {
             let root = RootDir::open(rootfs).ctx(|| format!("opening {}", rootfs.display()))?;
-            let f = root.resolve(Path::new(path)).map_err(|e| not_found(path, e))?;
             let mut tar = tar::Builder::new(out);
             tar.follow_symlinks(false);
             let name = if stat.name == "/" { ".".to_string() } else { stat.name.clone() };
-            append_tree(&mut tar, &proc_path(&f), Path::new(&name), true).ctx(|| format!("archiving {path}"))?;
+            match lookup(&root, rootfs, path)? {
+                Named::Link { meta, text, .. } => {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_metadata(&meta);
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    tar.append_link(&mut h, &name, &text).ctx(|| format!("archiving {path}"))?;
+                }
+                Named::Object(f) => {
+                    append_tree(&mut tar, &proc_path(&f), Path::new(&name), true)
+                        .ctx(|| format!("archiving {path}"))?;
+                }
+            }
             tar.finish().ctx(|| format!("archiving {path}"))?;
             Ok(())
         })?;

@@ -40,7 +40,7 @@ pub struct CpArgs {
     /// Archive mode (accepted: ownership is kept as the archive says).
     #[arg(short, long)]
     pub archive: bool,
-    /// Always follow symbol links in SRC_PATH (accepted).
+    /// Always follow symbol links in SRC_PATH (a link is otherwise copied as itself).
     #[arg(short = 'L', long)]
     pub follow_link: bool,
     /// Suppress progress output.
@@ -183,12 +183,45 @@ pub async fn cp(conn: Conn, a: CpArgs) -> CliResult<i32> {
     match (split_remote(&a.src), split_remote(&a.dest)) {
         (Some(_), Some(_)) => Err(CliError::Other("copying between containers is not supported".into())),
         (None, None) => Err(CliError::Other("must specify at least one container source".into())),
-        (Some((c, path)), None) => copy_out(&conn, c, path, &a.dest).await,
+        (Some((c, path)), None) => copy_out(&conn, c, path, &a.dest, a.follow_link).await,
         (None, Some((c, path))) => copy_in(&conn, &a.src, c, path).await,
     }
 }
 
-async fn copy_out(conn: &Conn, container: &str, path: &str, dest: &str) -> CliResult<i32> {
+/// Go's os.ModeDir and os.ModeSymlink, as the path-stat header carries them.
+const GO_MODE_DIR: u64 = 1 << 31;
+const GO_MODE_SYMLINK: u64 = 1 << 27;
+
+/// `HEAD /containers/{c}/archive?path=`: the decoded path-stat header.
+async fn path_stat(conn: &Conn, container: &str, path: &str) -> Option<Value> {
+    let r = hijack::request(conn, "HEAD", &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])), None, false)
+        .await
+        .ok()?;
+    let h = r.headers().get("X-Docker-Container-Path-Stat")?.to_str().ok()?;
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.decode(h).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Where a symlink's path-stat says it leads (None for anything else).
+fn link_target(stat: &Value) -> Option<String> {
+    let mode = stat.get("mode").and_then(Value::as_u64)?;
+    let target = stat.get("linkTarget").and_then(Value::as_str).filter(|t| !t.is_empty())?;
+    (mode & GO_MODE_SYMLINK != 0).then(|| target.to_string())
+}
+
+async fn copy_out(conn: &Conn, container: &str, path: &str, dest: &str, follow_link: bool) -> CliResult<i32> {
+    // A symlink is copied as itself; with -L, what it leads to, under the
+    // link's name.
+    let mut rename_to: Option<std::ffi::OsString> = None;
+    let mut target = None;
+    if follow_link {
+        if let Some(t) = path_stat(conn, container, path).await.as_ref().and_then(link_target) {
+            rename_to = Path::new(path).file_name().map(|n| n.to_os_string());
+            target = Some(t);
+        }
+    }
+    let path = target.as_deref().unwrap_or(path);
     let resp = hijack::request(conn, "GET", &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])), None, false).await?;
     if dest == "-" {
         super::container_cmd::save_body(resp.into_body(), None).await?;
@@ -198,7 +231,7 @@ async fn copy_out(conn: &Conn, container: &str, path: &str, dest: &str) -> CliRe
     let dest = PathBuf::from(dest);
     // Into an existing directory, or as a new name next to it.
     let (dir, rename) = if dest.is_dir() {
-        (dest.clone(), None)
+        (dest.clone(), rename_to)
     } else {
         let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         if !parent.is_dir() {
@@ -298,22 +331,16 @@ async fn copy_in(conn: &Conn, src: &str, container: &str, path: &str) -> CliResu
     }
     let src_path = PathBuf::from(src);
     let meta = std::fs::symlink_metadata(&src_path).map_err(|e| CliError::Other(format!("lstat {src}: {e}")))?;
-    // Where it goes: into DEST if that is a directory, else DEST is the new name.
-    let head = hijack::request(conn, "HEAD", &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])), None, false).await;
-    let dest_is_dir = match &head {
-        Ok(r) => r
-            .headers()
-            .get("X-Docker-Container-Path-Stat")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.decode(h).ok()
-            })
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v.get("mode").and_then(Value::as_u64))
-            .is_some_and(|m| m & (1 << 31) != 0),
-        Err(_) => false,
-    };
+    // Where it goes: into DEST if that is a directory, else DEST is the
+    // new name. A DEST that is a symlink is followed, as docker's CLI does.
+    let mut path = path.to_string();
+    let mut stat = path_stat(conn, container, &path).await;
+    if let Some(target) = stat.as_ref().and_then(link_target) {
+        path = target;
+        stat = path_stat(conn, container, &path).await;
+    }
+    let path = path.as_str();
+    let dest_is_dir = stat.and_then(|v| v.get("mode").and_then(Value::as_u64)).is_some_and(|m| m & GO_MODE_DIR != 0);
     let (dir, name) = if dest_is_dir {
         (path.to_string(), src_path.file_name().map(|n| n.to_os_string()).unwrap_or_default())
     } else {

@@ -500,6 +500,13 @@ fn cp_stats_commit_info_version() {
     let docker_copy = out.join("by-docker");
     d.ok(&["cp", "box:/d/f", docker_copy.to_str().unwrap_or_default()]);
     assert!(std::fs::symlink_metadata(&docker_copy).expect("docker copy").is_file(), "docker cp got a link, not the file");
+    // A symlink as the source is copied as itself; -L copies what it leads to.
+    let as_link = out.join("as-link");
+    d.bok(&["cp", "box:/d/link", as_link.to_str().unwrap_or_default()]);
+    assert_eq!(std::fs::read_link(&as_link).expect("a symlink"), Path::new("/etc/passwd"));
+    d.bok(&["cp", "-L", "box:/d/link", out.to_str().unwrap_or_default()]);
+    let followed = std::fs::read_to_string(out.join("link")).expect("-L copied a file named as the link");
+    assert!(followed.starts_with("root:"), "{followed}");
     // The archive the API serves names no host path.
     let o = Command::new("curl")
         .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default(), "http://x/containers/box/archive?path=/d/f"])
