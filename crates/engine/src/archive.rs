@@ -109,7 +109,7 @@ fn append_tree(tar: &mut tar::Builder<impl Write>, src: &Path, name: &Path, top:
 enum Named {
     /// A symlink, not followed: its own metadata, the text of the link,
     /// and where it leads inside the container ("" when nowhere).
-    Link { meta: std::fs::Metadata, text: PathBuf, target: String },
+    Link { meta: Box<std::fs::Metadata>, text: PathBuf, target: String },
     /// Anything else, resolved (following symlinks inside the root).
     Object(std::fs::File),
 }
@@ -132,7 +132,7 @@ fn lookup(root: &RootDir, rootfs: &Path, path: &str) -> Result<Named> {
                     .and_then(|host| host.strip_prefix(rootfs).ok().map(|r| Path::new("/").join(r)))
                     .map(|t| t.display().to_string())
                     .unwrap_or_default();
-                return Ok(Named::Link { meta, text, target });
+                return Ok(Named::Link { meta: Box::new(meta), text, target });
             }
         }
     }
@@ -167,7 +167,7 @@ impl Engine {
         self.with_rootfs(id, |rootfs| {
             let root = RootDir::open(rootfs).ctx(|| format!("opening {}", rootfs.display()))?;
             let (meta, link_target) = match lookup(&root, rootfs, path)? {
-                Named::Link { meta, target, .. } => (meta, target),
+                Named::Link { meta, target, .. } => (*meta, target),
                 Named::Object(f) => (std::fs::metadata(proc_path(&f)).ctx(|| format!("stat {path}"))?, String::new()),
             };
             let name =

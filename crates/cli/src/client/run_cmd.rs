@@ -537,7 +537,7 @@ pub fn create_body(a: &CreateArgs, attach: (bool, bool, bool)) -> CliResult<Valu
         host.insert("MemorySwap".into(), json!(if s == "-1" { -1 } else { parse_bytes(s)? }));
     }
     if let Some(c) = a.cpus {
-        if !(c >= 0.0) {
+        if c.is_nan() || c < 0.0 {
             return Err(CliError::Other(format!("invalid argument {c} for \"--cpus\" flag")));
         }
         host.insert("NanoCpus".into(), json!((c * 1e9).round() as i64));
