@@ -49,11 +49,31 @@ pub async fn create(
     }
     let name = q.get("name").cloned();
     let e2 = engine.clone();
-    let c = blocking(move || {
+    // Volumes the create makes on demand get their `create` event: note
+    // which exist first (only when the request can name any).
+    let may_make_volumes = host.binds.as_ref().is_some_and(|b| !b.is_empty())
+        || host.mounts.as_ref().is_some_and(|m| !m.is_empty())
+        || config.volumes.as_ref().is_some_and(|v| !v.is_empty());
+    let (c, made) = blocking(move || {
+        let before: Option<std::collections::HashSet<String>> =
+            may_make_volumes.then(|| e2.volume_list().unwrap_or_default().into_iter().map(|v| v.name).collect());
         let rec = e2.create(name.as_deref(), config, host)?;
-        Ok(e2.resolve(&rec.id)?)
+        let c = e2.resolve(&rec.id)?;
+        let made: Vec<String> = match before {
+            Some(before) => e2
+                .mount_points(&c.record)
+                .into_iter()
+                .filter(|m| m.typ == "volume" && !m.name.is_empty() && !before.contains(&m.name))
+                .map(|m| m.name)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((c, made))
     })
     .await?;
+    for v in made {
+        engine.events.volume("create", &v);
+    }
     engine.events.container(&c, "create", &[]);
     Ok((StatusCode::CREATED, Json(json!({"Id": c.record.id, "Warnings": []}))))
 }
@@ -79,6 +99,7 @@ pub async fn start(State(engine): State<AppState>, Path(id): Path<String>) -> Ap
     match res {
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
         Some(c) => {
+            engine.events.volume_mounts(&c, &engine.mount_points(&c.record), "mount");
             engine.events.container(&c, "start", &[]);
             engine.changes.changed();
             crate::events::watch(engine.clone(), c.record.id.clone(), c.state.finished_at.clone());
@@ -100,7 +121,7 @@ fn watch_auto_remove(engine: AppState, id: String) {
             wait_process_exit(monitor, Duration::from_secs(2));
         }
         if let Ok(c) = engine.resolve(&id) {
-            engine.events.die(&c);
+            engine.events.die(&c, &engine.mount_points(&c.record));
             if engine.remove_exited_auto(&id).is_ok() {
                 engine.changes.removed(&id, c.state.exit_code);
                 engine.events.container(&c, "destroy", &[]);
@@ -298,7 +319,7 @@ pub async fn remove(
         Ok(c)
     })
     .await?;
-    engine.events.die(&c);
+    engine.events.die(&c, &engine.mount_points(&c.record));
     engine.events.container(&c, "destroy", &[]);
     engine.events.forget(&c.record.id);
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -111,8 +111,9 @@ impl Events {
 impl Events {
     /// Publishes `die` for the container's last exit unless it was
     /// published already (the watcher and `rm` both call this, so the
-    /// order is always die, then destroy).
-    pub fn die(&self, c: &berth_engine::engine::Container) {
+    /// order is always die, then destroy), followed by an `unmount` event
+    /// for each volume it used (`volumes`: its mount points), as Docker.
+    pub fn die(&self, c: &berth_engine::engine::Container, volumes: &[berth_engine::mounts::MountPoint]) {
         let st = &c.state;
         if st.finished_at == berth_engine::record::ZERO_TIME
             || matches!(st.status, berth_engine::record::Status::Running | berth_engine::record::Status::Created)
@@ -126,6 +127,29 @@ impl Events {
         d.insert(c.record.id.clone(), st.finished_at.clone());
         drop(d);
         self.container(c, "die", &[("exitCode", st.exit_code.to_string())]);
+        self.volume_mounts(c, volumes, "unmount");
+    }
+
+    /// Docker's volume `mount` (at a start) or `unmount` (after the exit)
+    /// events, one per volume among the container's mount points.
+    pub fn volume_mounts(
+        &self,
+        c: &berth_engine::engine::Container,
+        points: &[berth_engine::mounts::MountPoint],
+        action: &str,
+    ) {
+        for m in points.iter().filter(|m| m.typ == "volume" && !m.name.is_empty()) {
+            let mut a = HashMap::from([
+                ("container".to_string(), c.record.id.clone()),
+                ("driver".to_string(), if m.driver.is_empty() { "local".into() } else { m.driver.clone() }),
+            ]);
+            if action == "mount" {
+                a.insert("destination".into(), m.destination.clone());
+                a.insert("propagation".into(), m.propagation.clone());
+                a.insert("read/write".into(), m.rw.to_string());
+            }
+            self.emit("volume", action, &m.name, a);
+        }
     }
 
     /// Forgets a removed container.
@@ -157,7 +181,7 @@ pub fn watch(s: AppState, id: String, finished_before: String) {
                 berth_engine::record::Status::Running | berth_engine::record::Status::Restarting
             );
             if !running {
-                s.events.die(&c);
+                s.events.die(&c, &s.mount_points(&c.record));
                 if c.state.monitor_pid == 0 {
                     return;
                 }
@@ -168,7 +192,7 @@ pub fn watch(s: AppState, id: String, finished_before: String) {
                 return;
             }
             if let Ok(c) = s.resolve(&id) {
-                s.events.die(&c);
+                s.events.die(&c, &s.mount_points(&c.record));
             }
         }
     });

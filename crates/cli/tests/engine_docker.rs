@@ -667,6 +667,26 @@ fn events_with_since_until_and_filters() {
         "{{.Actor.Attributes.name}}",
     ]);
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["evt", "other"], "{out}");
+    // A container with a named volume: the volume's create, mount (with
+    // where and how) and unmount, as Docker publishes them.
+    d.ok(&["run", "--rm", "--name", "voluser", "-v", "evvol:/data:ro", "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=volume",
+        "--filter",
+        "volume=evvol",
+        "--format",
+        "{{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"destination\"}} {{index .Actor.Attributes \"read/write\"}}",
+    ]);
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches(" <no value> <no value>").trim_end()).collect();
+    assert_eq!(lines, vec!["create evvol", "mount evvol /data false", "unmount evvol"], "{out}");
 }
 
 #[test]
