@@ -55,6 +55,7 @@ cleanup() {
   fi
   for m in $(findmnt -rn -o TARGET | grep "^$work" | sort -r); do umount -l "$m"; done
   rm -rf "$work"
+  cgroups_for_crun_restore
 }
 trap cleanup EXIT
 
@@ -78,6 +79,13 @@ mkdir -p "$work/bundle"
 cp -a "$work/rootfs" "$work/bundle/rootfs"
 (cd "$work/bundle" && crun spec >/dev/null)
 jq '.process.terminal=false | .process.args=["true"]' "$work/bundle/config.json" >"$work/c.json" && mv "$work/c.json" "$work/bundle/config.json"
+# crun refuses this hybrid host as it is (bench/lib.sh); a failing crun
+# exits in a few ms having run nothing, so check it ran before timing it.
+cg_notes=()
+note() { cg_notes+=("$1"); log "$1"; }
+cgroups_for_crun_setup
+out=$(crun --root "$work/crun-state" run --bundle "$work/bundle" smoke 2>&1) \
+  || die "crun cannot run the bundle here: $out"
 
 # podman (its default runtime, crun) with the same image, isolated under
 # $work/podman, default ulimits within the host's hard limits (HOST.md).
@@ -129,6 +137,7 @@ if command -v dockerd >/dev/null; then
 fi
 
 # ---------------------------------------------------------------- latency
+load_start=$(cut -d" " -f1-3 /proc/loadavg)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 json=$here/results/engine-run-$stamp.json
 mkdir -p "$here/results"
@@ -156,7 +165,7 @@ RUNS=$((per_round * ROUNDS))
 log "starting $IDLE idle containers"
 for i in $(seq "$IDLE"); do docker run -d --name "idle$i" busybox sleep 100000 >/dev/null; done
 sleep 1
-mons=$(pgrep -f "berth monitor .*--root $work/root" || true)
+mons=$(pgrep -f -- " monitor .*--root $work/root" || true)
 n=$(echo "$mons" | grep -c . || true)
 total_pss=0
 for p in $mons; do total_pss=$((total_pss + $(pss "$p"))); done
@@ -206,6 +215,8 @@ fi
   echo
   echo "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)."
   echo "Versions: berth $(cd "$repo" && git rev-parse --short HEAD) (static release build), $(docker version -f 'docker CLI {{.Client.Version}}' 2>/dev/null), $(crun --version | head -1)$( [ -n "$podman_ok" ] && echo ", $(podman --version)")."
+  echo "Load average at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  for cg_n in "${cg_notes[@]}"; do echo "- $cg_n"; done
   echo
   echo "### run --rm busybox true, client to exit ($RUNS runs each in $ROUNDS interleaved rounds, hyperfine)"
   echo

@@ -55,3 +55,97 @@ interleaved_hyperfine() {
               round_medians: ($rs | map(.median)) } ] }' "$dir"/*.json >"$out"
   rm -rf "$dir"
 }
+
+# ------------------------------------------------------ cgroups for crun
+# crun 1.8.1 refuses this hybrid host ("cgroups in hybrid mode not
+# supported, drop all controllers from cgroupv2", exit 1, nothing run):
+# hugetlb sits on the cgroup2 mount and net_cls, net_prio, perf_event are
+# mounted nowhere. cgroups_for_crun_setup mounts them as v1 hierarchies,
+# as systemd does on hybrid hosts; cgroups_for_crun_restore undoes it.
+# Before hugetlb can leave cgroup2 it must be off every cgroup2
+# `cgroup.subtree_control` that enables it (berth's v2 manager enables the
+# controllers cgroup2 has for its /berth tree); the restore enables it
+# there again. Messages go through `note` when the caller defines it.
+# State: the arrays cg_mounted, cg_created, cg_disabled.
+cg_mounted=()   # v1 hierarchies mounted here
+cg_created=()   # mount point dirs made here
+cg_disabled=()  # cgroup2 dirs whose subtree_control lost hugetlb
+
+cg_note() { if declare -F note >/dev/null; then note "$1"; else echo "bench: $1" >&2; fi; }
+# The v1 hierarchy a controller is bound to (0: none, i.e. cgroup2).
+hierarchy_of() { awk -v c="$1" '$1 == c { print $2 }' /proc/cgroups; }
+ctrl_mounted() { findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$1"; }
+
+cgroups_for_crun_setup() {
+  local spec c need dir made u d
+  [ -d /sys/fs/cgroup ] && [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] || return 0
+  u=$(findmnt -rn -t cgroup2 -o TARGET | head -1)
+  for spec in hugetlb net_cls,net_prio perf_event; do
+    need=
+    for c in ${spec//,/ }; do
+      grep -qw "^$c" /proc/cgroups || continue
+      ctrl_mounted "$c" || need=1
+    done
+    [ -n "$need" ] || continue
+    if [ "$spec" = hugetlb ] && [ -n "$u" ]; then
+      # Deepest first: a parent cannot drop what a child still enables.
+      while read -r d; do
+        if grep -qw hugetlb "$d/cgroup.subtree_control" 2>/dev/null \
+          && echo -hugetlb >"$d/cgroup.subtree_control" 2>/dev/null; then
+          cg_disabled+=("$d")
+        fi
+      done < <(find "$u" -type d | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+    fi
+    dir=/sys/fs/cgroup/$spec
+    made=
+    [ -d "$dir" ] || { mkdir "$dir" && made=1 && cg_created+=("$dir"); }
+    if mount -t cgroup -o "$spec" cgroup "$dir"; then
+      cg_mounted+=("$dir")
+      if [ -n "${KEEP_CGROUP_MOUNTS:-}" ]; then c="kept afterwards"; else c="unmounted afterwards"; fi
+      cg_note "mounted cgroup v1 \`$spec\` at $dir for this run ($c)."
+    else
+      [ -z "$made" ] || rmdir "$dir" 2>/dev/null || true
+      cg_note "could not mount cgroup v1 \`$spec\` at $dir."
+    fi
+  done
+}
+
+cgroups_for_crun_restore() {
+  local dir i c left spec
+  [ -z "${KEEP_CGROUP_MOUNTS:-}" ] || return 0
+  if [ ${#cg_mounted[@]} -gt 0 ]; then
+    # A v1 hierarchy outlives its umount when it still has (even dying)
+    # child cgroups then; hugetlb would then stay off cgroup2. Let removed
+    # container cgroups go away first, and retry until every controller is
+    # back on the unified hierarchy (hierarchy 0 in /proc/cgroups).
+    for i in 1 2 3 4 5; do
+      sleep 1
+      for dir in "${cg_mounted[@]}"; do
+        # Container runtimes leave their (empty) parent cgroups, e.g. berth/.
+        find "$dir" -mindepth 1 -type d 2>/dev/null | awk '{ print length($0) " " $0 }' | sort -rn \
+          | cut -d' ' -f2- | while read -r c; do rmdir "$c" 2>/dev/null || true; done
+      done
+      for dir in "${cg_mounted[@]}"; do
+        if mountpoint -q "$dir"; then umount "$dir" || echo "bench: umount $dir failed" >&2; fi
+      done
+      sleep 1
+      left=
+      for dir in "${cg_mounted[@]}"; do
+        spec=${dir##*/}
+        for c in ${spec//,/ }; do [ "$(hierarchy_of "$c")" = 0 ] || left="$left $c"; done
+      done
+      [ -z "$left" ] && break
+      echo "bench: controllers still on a detached v1 hierarchy:$left; remounting to release them (try $i)" >&2
+      for dir in "${cg_mounted[@]}"; do
+        mountpoint -q "$dir" || mount -t cgroup -o "${dir##*/}" cgroup "$dir" || true
+      done
+    done
+    [ -z "$left" ] || echo "bench: WARNING: could not return$left to cgroup2; run: mount -t cgroup -o <ctrl> cgroup /sys/fs/cgroup/<ctrl> && umount it" >&2
+  fi
+  for dir in "${cg_created[@]}"; do rmdir "$dir" 2>/dev/null || true; done
+  # Shallowest first, the reverse of the setup.
+  for ((i = ${#cg_disabled[@]} - 1; i >= 0; i--)); do
+    echo +hugetlb >"${cg_disabled[$i]}/cgroup.subtree_control" 2>/dev/null || true
+  done
+  cg_mounted=() cg_created=() cg_disabled=()
+}

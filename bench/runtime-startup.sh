@@ -44,8 +44,6 @@ BERTH=${BERTH:-$repo/target/$(rustc -vV | sed -n 's/^host: //p')/release/berth}
 
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 bundle=$work/bundle
-mounted=()  # cgroup v1 hierarchies this script mounted
-created=()  # mount point dirs it made
 
 # Commands per runtime, each with its own state dir.
 rt_cmd() {
@@ -57,46 +55,13 @@ rt_cmd() {
   esac
 }
 
-# The v1 hierarchy a controller is bound to (0: none, i.e. cgroup2).
-hierarchy_of() { awk -v c="$1" '$1 == c { print $2 }' /proc/cgroups; }
-ctrl_mounted() { findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$1"; }
-
-unmount_cgroups() {
-  local dir i c left spec
-  [ ${#mounted[@]} -gt 0 ] || { for dir in "${created[@]}"; do rmdir "$dir" 2>/dev/null || true; done; return 0; }
-  # A v1 hierarchy outlives its umount when it still has (even dying)
-  # child cgroups then; hugetlb would then stay off cgroup2. Let removed
-  # container cgroups go away first, and retry until every controller is
-  # back on the unified hierarchy (hierarchy 0 in /proc/cgroups).
-  for i in 1 2 3 4 5; do
-    sleep 1
-    for dir in "${mounted[@]}"; do
-      if mountpoint -q "$dir"; then umount "$dir" || log "umount $dir failed"; fi
-    done
-    sleep 1
-    left=
-    for dir in "${mounted[@]}"; do
-      spec=${dir##*/}
-      for c in ${spec//,/ }; do [ "$(hierarchy_of "$c")" = 0 ] || left="$left $c"; done
-    done
-    [ -z "$left" ] && break
-    log "controllers still on a detached v1 hierarchy:$left; remounting to release them (try $i)"
-    for dir in "${mounted[@]}"; do
-      mountpoint -q "$dir" || mount -t cgroup -o "${dir##*/}" cgroup "$dir" || true
-    done
-  done
-  for dir in "${created[@]}"; do rmdir "$dir" 2>/dev/null || true; done
-  [ -z "$left" ] || log "WARNING: could not return$left to cgroup2; run: mount -t cgroup -o <ctrl> cgroup /sys/fs/cgroup/<ctrl> && umount it"
-  mounted=()
-}
-
 cleanup() {
   local r
   for r in $RUNTIMES; do
     $(rt_cmd "$r") delete --force "bench-$r" >/dev/null 2>&1 || true
     $(rt_cmd "$r") delete --force "smoke-$r" >/dev/null 2>&1 || true
   done
-  if [ -z "${KEEP_CGROUP_MOUNTS:-}" ]; then unmount_cgroups; fi
+  cgroups_for_crun_restore
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -154,30 +119,8 @@ case $spec_version in
 esac
 
 # -------------------------------------------------------------- cgroups
-# On this hybrid host hugetlb sits on the cgroup2 mount and net_cls,
-# net_prio, perf_event are mounted nowhere; crun refuses hybrid mode.
-# Mount them as v1 hierarchies, as systemd does on hybrid hosts.
-if [ -d /sys/fs/cgroup ] && [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ]; then
-  for spec in hugetlb net_cls,net_prio perf_event; do
-    need=
-    for c in ${spec//,/ }; do
-      grep -qw "^$c" /proc/cgroups || continue
-      ctrl_mounted "$c" || need=1
-    done
-    [ -n "$need" ] || continue
-    dir=/sys/fs/cgroup/$spec
-    made=
-    [ -d "$dir" ] || { mkdir "$dir" && made=1 && created+=("$dir"); }
-    if mount -t cgroup -o "$spec" cgroup "$dir"; then
-      mounted+=("$dir")
-      if [ -n "${KEEP_CGROUP_MOUNTS:-}" ]; then after="kept afterwards"; else after="unmounted afterwards"; fi
-      note "mounted cgroup v1 \`$spec\` at $dir for this run ($after)."
-    else
-      [ -z "$made" ] || rmdir "$dir" 2>/dev/null || true
-      note "could not mount cgroup v1 \`$spec\` at $dir."
-    fi
-  done
-fi
+# crun refuses this hybrid host as it is (bench/lib.sh).
+cgroups_for_crun_setup
 
 # ---------------------------------------------------------------- smoke
 ok=()
