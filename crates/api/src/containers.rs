@@ -403,8 +403,9 @@ pub fn summary(c: &Container) -> Value {
 }
 
 /// The `ps` filter keys berth knows (Docker's, less swarm's).
-const PS_FILTERS: &[&str] =
-    &["status", "name", "id", "label", "ancestor", "exited", "health", "before", "since", "volume", "network", "is-task"];
+const PS_FILTERS: &[&str] = &[
+    "status", "name", "id", "label", "ancestor", "exited", "health", "before", "since", "volume", "network", "is-task",
+];
 
 fn matches_filters(c: &Container, all: &[Container], filters: &HashMap<String, Vec<String>>) -> bool {
     let created_of = |name: &str| {

@@ -23,7 +23,14 @@ fn truthy(v: Option<&String>) -> bool {
 }
 
 /// Docker's ImageSummary of one image (`containers`: -1 when not counted).
-pub fn image_summary(engine: &berth_engine::Engine, rec: &berth_image::images::ImageRecord, tags: &[String], size: u64, shared: i64, containers: i64) -> Value {
+pub fn image_summary(
+    engine: &berth_engine::Engine,
+    rec: &berth_image::images::ImageRecord,
+    tags: &[String],
+    size: u64,
+    shared: i64,
+    containers: i64,
+) -> Value {
     let store = engine.images();
     let created = store
         .content()
@@ -71,8 +78,11 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
                 let mut keep = Vec::new();
                 for t in &tags {
                     let fam = docker_view::familiar(t);
-                    let (repo, tag) = fam.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((fam.as_str(), ""));
-                    if docker_view::filter_matches(store, &filters, &rec, Some((repo, tag))).map_err(ApiError::bad_request)? {
+                    let (repo, tag) =
+                        fam.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((fam.as_str(), ""));
+                    if docker_view::filter_matches(store, &filters, &rec, Some((repo, tag)))
+                        .map_err(ApiError::bad_request)?
+                    {
                         keep.push(t.clone());
                     }
                 }
@@ -366,7 +376,11 @@ pub fn registry_auth(headers: &axum::http::HeaderMap) -> ApiResult<Option<berth_
 
 /// A registry client with the daemon's options and, for `host`, the
 /// request's credentials (the daemon's own config.json otherwise).
-fn registry_with(s: &AppState, host: &str, creds: Option<berth_image::registry::Credentials>) -> Arc<berth_image::registry::Registry> {
+fn registry_with(
+    s: &AppState,
+    host: &str,
+    creds: Option<berth_image::registry::Credentials>,
+) -> Arc<berth_image::registry::Registry> {
     match creds {
         None => s.registry.clone(),
         Some(c) => {
@@ -390,8 +404,12 @@ impl berth_image::push::PushProgress for JsonPushProgress {
             }
             PushEvent::Pushed { id } => json!({"status": "Pushed", "progressDetail": {}, "id": id}),
             PushEvent::LayerExists { id } => json!({"status": "Layer already exists", "progressDetail": {}, "id": id}),
-            PushEvent::SkippedForeign { id } => json!({"status": "Skipped foreign layer", "progressDetail": {}, "id": id}),
-            PushEvent::Mounted { id, from } => json!({"status": format!("Mounted from {from}"), "progressDetail": {}, "id": id}),
+            PushEvent::SkippedForeign { id } => {
+                json!({"status": "Skipped foreign layer", "progressDetail": {}, "id": id})
+            }
+            PushEvent::Mounted { id, from } => {
+                json!({"status": format!("Mounted from {from}"), "progressDetail": {}, "id": id})
+            }
         };
         let _ = self.0.send(v);
     }
@@ -412,7 +430,12 @@ fn json_lines(mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>) -> Response {
 
 /// `POST /images/{name}/push?tag=`: pushes NAME[:TAG] with the credentials
 /// of `X-Registry-Auth`, streaming docker's progress messages.
-async fn push(s: AppState, name: String, q: HashMap<String, String>, headers: axum::http::HeaderMap) -> ApiResult<Response> {
+async fn push(
+    s: AppState,
+    name: String,
+    q: HashMap<String, String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let tag = q.get("tag").cloned().filter(|t| !t.is_empty());
     let full = match &tag {
         Some(t) => format!("{name}:{t}"),
@@ -432,7 +455,9 @@ async fn push(s: AppState, name: String, q: HashMap<String, String>, headers: ax
     .await?;
     let registry = registry_with(&s, target.registry(), registry_auth(&headers)?);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let _ = tx.send(json!({"status": format!("The push refers to repository [{}/{}]", target.registry(), target.repository())}));
+    let _ = tx.send(
+        json!({"status": format!("The push refers to repository [{}/{}]", target.registry(), target.repository())}),
+    );
     let progress = Arc::new(JsonPushProgress(tx.clone()));
     tokio::spawn(async move {
         match s.images().push(registry, &image, &target, progress).await {
@@ -472,7 +497,9 @@ pub async fn auth(State(s): State<AppState>, Json(v): Json<Value>) -> ApiResult<
 async fn import(s: AppState, q: Vec<(String, String)>, body: Body) -> ApiResult<Response> {
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
     if get("fromSrc") != "-" {
-        return Err(ApiError::bad_request("import from a URL is not supported: send the tarball in the body (fromSrc=-)"));
+        return Err(ApiError::bad_request(
+            "import from a URL is not supported: send the tarball in the body (fromSrc=-)",
+        ));
     }
     let (repo, tag) = (get("repo"), get("tag"));
     let mut tags = Vec::new();
@@ -493,12 +520,16 @@ async fn import(s: AppState, q: Vec<(String, String)>, body: Body) -> ApiResult<
     body_done.wait().await;
     let rec = rec?;
     s.events.image("import", &rec.id.to_string(), &name.unwrap_or_else(|| rec.id.to_string()));
-    Ok(([(header::CONTENT_TYPE, "application/json")], format!("{}\r\n", json!({"status": rec.id.to_string()}))).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], format!("{}\r\n", json!({"status": rec.id.to_string()})))
+        .into_response())
 }
 
 /// `POST /images/prune?filters=`: `{"dangling":["false"]}` prunes every
 /// unused image (docker's `-a`), otherwise dangling ones only.
-pub async fn prune(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult<impl IntoResponse> {
+pub async fn prune(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
     let filters = crate::containers::parse_filters(&q)?;
     if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
         return Err(ApiError::bad_request(format!("invalid filter '{k}'")));

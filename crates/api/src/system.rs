@@ -139,7 +139,9 @@ pub fn disk_usage_json(engine: &berth_engine::Engine) -> berth_engine::Result<se
     let images: Vec<serde_json::Value> = du
         .images
         .iter()
-        .map(|i| crate::images::image_summary(engine, &i.record, &i.tags, i.size, i.shared_size as i64, i.containers as i64))
+        .map(|i| {
+            crate::images::image_summary(engine, &i.record, &i.tags, i.size, i.shared_size as i64, i.containers as i64)
+        })
         .collect();
     let containers: Vec<serde_json::Value> = du
         .containers
@@ -147,7 +149,13 @@ pub fn disk_usage_json(engine: &berth_engine::Engine) -> berth_engine::Result<se
         .map(|(c, size)| {
             let mut v = crate::containers::summary(c);
             v["SizeRw"] = json!(size);
-            v["SizeRootFs"] = json!(size + engine.images().resolve(&c.record.image_id).map(|r| engine.images().unpacked_size(&r)).unwrap_or(0));
+            v["SizeRootFs"] = json!(
+                size + engine
+                    .images()
+                    .resolve(&c.record.image_id)
+                    .map(|r| engine.images().unpacked_size(&r))
+                    .unwrap_or(0)
+            );
             v
         })
         .collect();

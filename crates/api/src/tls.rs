@@ -69,7 +69,11 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> io::Result<Arc<rustl
 /// Serves the API on `listener`, each connection after a TLS handshake
 /// that verified the client's certificate. A failed handshake just drops
 /// that connection.
-pub async fn serve_tls(engine: AppState, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) -> io::Result<()> {
+pub async fn serve_tls(
+    engine: AppState,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) -> io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = crate::router(engine).map_request(crate::strip_version);
     loop {

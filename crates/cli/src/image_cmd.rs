@@ -383,7 +383,12 @@ pub fn images(args: &StoreArgs, a: ListArgs) -> i32 {
             tags.iter().map(|t| split_tag(t)).collect()
         };
         for (repo, tag) in names {
-            match berth_image::docker_view::filter_matches(&store, &filters, rec, (!tags.is_empty()).then_some((repo.as_str(), tag.as_str()))) {
+            match berth_image::docker_view::filter_matches(
+                &store,
+                &filters,
+                rec,
+                (!tags.is_empty()).then_some((repo.as_str(), tag.as_str())),
+            ) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => return fail(e),

@@ -123,7 +123,9 @@ fn image_verb(store: &image_cmd::StoreArgs, daemon: &client::DaemonArgs, cmd: Co
             Command::Import(a) | Command::Image(image_cmd::ImageCommand::Import(a)) => api::run(api::import(conn, a)),
             Command::Save(a) | Command::Image(image_cmd::ImageCommand::Save(a)) => api::run(api::save(conn, a)),
             Command::Load(a) | Command::Image(image_cmd::ImageCommand::Load(a)) => api::run(api::load(conn, a)),
-            Command::History(a) | Command::Image(image_cmd::ImageCommand::History(a)) => api::run(api::history(conn, a)),
+            Command::History(a) | Command::Image(image_cmd::ImageCommand::History(a)) => {
+                api::run(api::history(conn, a))
+            }
             Command::System(c) => system_cmd::system(store, daemon, Some(conn), c),
             Command::Image(image_cmd::ImageCommand::Prune(a)) => api::prune(&store.root, daemon, Some(conn), a),
             _ => 1,
@@ -189,7 +191,9 @@ fn main() {
         match cli.command {
             Command::Runtime(r) => runtime_cmd::main(*r),
             Command::Run(a) => client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::run_cmd(c, *a)),
-            Command::Create(a) => client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::create_cmd(c, *a)),
+            Command::Create(a) => {
+                client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::create_cmd(c, *a))
+            }
             Command::Exec(a) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::exec_cmd::exec(c, a)),
             Command::Verb(v) => client::run_verb(&cli.daemon, &cli.store, 1, |c| client::container_cmd::run(c, v)),
             Command::Container(v) => {

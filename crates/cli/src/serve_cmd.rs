@@ -10,7 +10,6 @@ use berth_engine::Engine;
 use berth_image::registry::{Registry, RegistryOptions};
 use clap::Args;
 
-
 /// `berth serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -108,8 +107,11 @@ pub fn main(a: ServeArgs) -> i32 {
     if a.setsid {
         let _ = nix::unistd::setsid();
     }
-    let hosts =
-        if a.hosts.is_empty() { vec![format!("unix://{}", a.run_root.join("berth.sock").display())] } else { a.hosts.clone() };
+    let hosts = if a.hosts.is_empty() {
+        vec![format!("unix://{}", a.run_root.join("berth.sock").display())]
+    } else {
+        a.hosts.clone()
+    };
     let listens: Vec<Listen> = match hosts.iter().map(|h| listen_addr(h)).collect() {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -71,7 +71,8 @@ fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
     let containers = items(v, "Containers");
     let volumes = items(v, "Volumes");
     let layers = u(v, "LayersSize");
-    let active_images: Vec<&&Value> = images.iter().filter(|i| i.get("Containers").and_then(Value::as_i64).unwrap_or(0) > 0).collect();
+    let active_images: Vec<&&Value> =
+        images.iter().filter(|i| i.get("Containers").and_then(Value::as_i64).unwrap_or(0) > 0).collect();
     let used: u64 = active_images.iter().map(|i| u(i, "Size").saturating_sub(u(i, "SharedSize"))).sum();
     let image_reclaim = layers.saturating_sub(used);
     let running = |c: &Value| c.get("State").and_then(Value::as_str) == Some("running");
@@ -126,7 +127,9 @@ fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            tags.iter().map(|t| t.rsplit_once(':').map_or((t.clone(), String::new()), |(r, t)| (r.into(), t.into()))).collect()
+            tags.iter()
+                .map(|t| t.rsplit_once(':').map_or((t.clone(), String::new()), |(r, t)| (r.into(), t.into())))
+                .collect()
         };
         for (repo, tag) in names {
             image_rows.push(vec![
@@ -152,7 +155,11 @@ fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
         .iter()
         .map(|c| {
             let cmd = c.get("Command").and_then(Value::as_str).unwrap_or_default();
-            let cmd = if cmd.chars().count() > 20 { format!("{}…", cmd.chars().take(19).collect::<String>()) } else { cmd.to_string() };
+            let cmd = if cmd.chars().count() > 20 {
+                format!("{}…", cmd.chars().take(19).collect::<String>())
+            } else {
+                cmd.to_string()
+            };
             vec![
                 short(c.get("Id").and_then(Value::as_str).unwrap_or_default()),
                 c.get("Image").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -161,7 +168,12 @@ fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
                 human(u(c, "SizeRw")),
                 ago(c.get("Created").and_then(Value::as_i64).unwrap_or(0)),
                 c.get("Status").and_then(Value::as_str).unwrap_or_default().to_string(),
-                items(c, "Names").first().and_then(|n| n.as_str()).unwrap_or_default().trim_start_matches('/').to_string(),
+                items(c, "Names")
+                    .first()
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
             ]
         })
         .collect();
@@ -173,7 +185,13 @@ fn print_df(v: &Value, a: &DfArgs) -> CliResult<()> {
     let _ = writeln!(out, "\nLocal Volumes space usage:\n");
     let vol_rows: Vec<Vec<String>> = volumes
         .iter()
-        .map(|x| vec![x.get("Name").and_then(Value::as_str).unwrap_or_default().to_string(), vrefs(x).to_string(), human(vsize(x))])
+        .map(|x| {
+            vec![
+                x.get("Name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                vrefs(x).to_string(),
+                human(vsize(x)),
+            ]
+        })
         .collect();
     print_table(&mut out, &["VOLUME NAME", "LINKS", "SIZE"], &vol_rows);
     let _ = writeln!(out, "\nBuild cache usage: 0B\n");

@@ -529,7 +529,8 @@ fn run_rm_releases_everything_and_restart_sweeps_leftovers() {
     let left = containers.join("ab".repeat(32));
     let rootfs = left.join("bundle/rootfs");
     std::fs::create_dir_all(&rootfs).expect("mkdir");
-    nix::mount::mount(Some("tmpfs"), &rootfs, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount");
+    nix::mount::mount(Some("tmpfs"), &rootfs, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .expect("mount");
     // Not a container id: not the daemon's to touch.
     let other = containers.join("not-a-container");
     std::fs::create_dir_all(&other).expect("mkdir");
@@ -671,7 +672,8 @@ fn events_with_since_until_and_filters() {
     // where and how) and unmount, as Docker publishes them.
     d.ok(&["run", "--rm", "--name", "voluser", "-v", "evvol:/data:ro", "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(300));
-    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
+    let until =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
     let out = d.ok(&[
         "events",
         "--since",

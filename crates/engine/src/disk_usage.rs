@@ -90,8 +90,13 @@ impl Engine {
                 (v, size, refs)
             })
             .collect();
-        let containers =
-            containers.into_iter().map(|c| { let s = dir_size(&self.container_paths(&c.record.id).upper()); (c, s) }).collect();
+        let containers = containers
+            .into_iter()
+            .map(|c| {
+                let s = dir_size(&self.container_paths(&c.record.id).upper());
+                (c, s)
+            })
+            .collect();
         Ok(DiskUsage { layers_size: sizes.values().sum(), images, containers, volumes })
     }
 }

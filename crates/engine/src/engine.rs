@@ -28,7 +28,6 @@ use crate::volumes::{Volume, Volumes};
 use crate::{client, mounts, spec, user};
 
 /// The descriptor a monitor gets its prebound socket on (`--listen-fd`).
-const MONITOR_LISTEN_FD: i32 = 3;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -345,11 +344,14 @@ impl Engine {
                 return Err(Error::BadRequest("can't create 'AutoRemove' container with restart policy".into()));
             }
         }
-        let publishes = host.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|v| !v.is_empty())))
-            || (host.publish_all_ports.unwrap_or(false) && config.exposed_ports.as_ref().is_some_and(|e| !e.is_empty()));
+        let publishes =
+            host.port_bindings.as_ref().is_some_and(|p| p.values().any(|b| b.as_ref().is_some_and(|v| !v.is_empty())))
+                || (host.publish_all_ports.unwrap_or(false)
+                    && config.exposed_ports.as_ref().is_some_and(|e| !e.is_empty()));
         if publishes {
             return Err(Error::BadRequest(
-                "publishing ports (-p/-P) needs bridge networking, which berth does not have yet; use --network host".into(),
+                "publishing ports (-p/-P) needs bridge networking, which berth does not have yet; use --network host"
+                    .into(),
             ));
         }
         let id = random_id()?;
@@ -550,14 +552,20 @@ impl Engine {
         cmd.arg("monitor").arg("--wait-attach").arg(waiting.to_string());
         cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
         let prebound = self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        if let Some(l) = prebound {
-            // Ours closes with `cmd`, right after the spawn.
-            crate::sys::pass_fd(&mut cmd, l.into(), MONITOR_LISTEN_FD);
-            cmd.arg("--listen-fd").arg(MONITOR_LISTEN_FD.to_string());
-        }
+        // The prebound listener goes in as the monitor's stdin: with no
+        // descriptor to move in the child, std spawns it with posix_spawn
+        // (vfork) instead of forking this multi-threaded daemon's whole
+        // address space. Ours closes with `cmd`, right after the spawn.
+        let stdin = match prebound {
+            Some(l) => {
+                cmd.arg("--listen-fd").arg("0");
+                Stdio::from(std::os::fd::OwnedFd::from(l))
+            }
+            None => Stdio::null(),
+        };
         let mut child = cmd
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

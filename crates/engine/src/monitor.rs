@@ -176,6 +176,10 @@ struct Monitor {
     check_run: Option<crate::health::Running>,
     next_check: Option<Instant>,
     started: Instant,
+    /// The last exit of a `--rm` container was recorded as the monitor's
+    /// end (socket gone, no monitor pid): nothing more may be written to
+    /// the container's directory, which the daemon is removing.
+    released: bool,
 }
 
 /// Sends the one answer to the daemon and closes the pipe.
@@ -262,8 +266,12 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize, listener: Option<UnixLis
             }
         }
         let code = m.run_until_exit();
-        m.on_exit(code);
-        if !m.should_restart(code) {
+        let restart = m.should_restart(code);
+        // `run --rm` waits for the removal, which waits for this monitor to
+        // be done: with no restart to come, record that before answering
+        // the waiters instead of after, so the daemon removes at once.
+        m.on_exit(code, !restart && m.rec.host_config.auto_remove.unwrap_or(false));
+        if !restart {
             break;
         }
         backoff = next_backoff(backoff, started.elapsed());
@@ -350,6 +358,7 @@ impl Monitor {
             check_run: None,
             next_check: None,
             started: Instant::now(),
+            released: false,
         })
     }
 
@@ -853,8 +862,10 @@ impl Monitor {
         self.next_check = Some(Instant::now() + c.interval);
     }
 
-    /// Records an exit; answers waiters; ends attach streams.
-    fn on_exit(&mut self, code: i32) {
+    /// Records an exit; answers waiters; ends attach streams. With
+    /// `release`, also records that the monitor is done (see `released`)
+    /// before the waiters hear of the exit.
+    fn on_exit(&mut self, code: i32, release: bool) {
         let _ = self.log.flush_partial();
         if let Some(mut r) = self.check_run.take() {
             let _ = r.child.kill();
@@ -865,7 +876,12 @@ impl Monitor {
         self.state.exit_code = code;
         self.state.pid = 0;
         self.state.finished_at = berth_runtime::state::now_rfc3339();
+        if release {
+            let _ = std::fs::remove_file(&self.paths.socket);
+            self.state.monitor_pid = 0;
+        }
         self.save();
+        self.released = release;
         for mut w in self.waiters.drain(..) {
             let _ = writeln!(w, "{}", serde_json::json!({"StatusCode": code}));
         }
@@ -909,6 +925,9 @@ impl Monitor {
     /// daemon removes (and releases) next: answers waiters, removes the
     /// socket, records that no monitor watches any more.
     fn finish_for_removal(&mut self) {
+        if self.released {
+            return;
+        }
         for mut w in self.waiters.drain(..) {
             let _ = writeln!(w, "{}", serde_json::json!({"StatusCode": self.state.exit_code}));
         }

@@ -1,49 +1,29 @@
 //! The engine's only `unsafe`: returning freed heap to the kernel
 //! (`malloc_trim`); bringing up the loopback interface of a
 //! container's network namespace (Docker's `--network none` has `lo` up
-//! with 127.0.0.1; a fresh namespace has it down); handing a listening
-//! socket from the daemon to a monitor at a fixed descriptor number.
+//! with 127.0.0.1; a fresh namespace has it down); taking over the listening
+//! socket the daemon hands a monitor as a descriptor number.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::process::Command;
-
-/// Makes `fd` descriptor `target` of the child `cmd` spawns, without
-/// close-on-exec there (every other descriptor of ours stays close-on-exec:
-/// nothing else leaks into the child). Our copy closes when `cmd` drops.
-pub fn pass_fd(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec; it only
-    // calls fcntl and dup2 (async-signal-safe) and does not allocate (an
-    // io::Error from an errno is not boxed). `fd` lives in the closure, so
-    // it is open until the Command drops, after the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            let src = fd.as_raw_fd();
-            if src == target {
-                // dup2 onto itself would leave close-on-exec set.
-                let flags = libc::fcntl(src, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(src, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
 
 /// Takes the listening unix socket the daemon passed as descriptor `fd`
-/// ([`pass_fd`]; `berth monitor --listen-fd`), close-on-exec from now on.
-/// Call once, first thing: the descriptor becomes owned by the result.
+/// (`berth monitor --listen-fd`; the daemon passes it as stdin, 0),
+/// close-on-exec from now on. Call once, first thing: the descriptor
+/// becomes owned by the result. Descriptor 0 is duplicated rather than
+/// taken: stdin is replaced by /dev/null later, which closes it there.
 pub fn inherited_listener(fd: RawFd) -> std::io::Result<UnixListener> {
-    if fd < 3 || rustix::io::fcntl_getfd(
-        // SAFETY: only borrowed for this check; an fd that is not open
-        // makes fcntl fail with EBADF.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-    )
-    .is_err()
+    if fd == 0 {
+        let owned = rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 3)?;
+        return listener_from(owned, fd);
+    }
+    if fd < 3
+        || rustix::io::fcntl_getfd(
+            // SAFETY: only borrowed for this check; an fd that is not open
+            // makes fcntl fail with EBADF.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        )
+        .is_err()
     {
         return Err(std::io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -51,6 +31,12 @@ pub fn inherited_listener(fd: RawFd) -> std::io::Result<UnixListener> {
     // by the daemon for it alone; nothing else in the process owns it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)?;
+    listener_from(owned, fd)
+}
+
+/// `owned` as a listener, if it is a listening socket (`fd`: its number
+/// as passed, for the error).
+fn listener_from(owned: OwnedFd, fd: RawFd) -> std::io::Result<UnixListener> {
     let st = rustix::fs::fstat(&owned)?;
     let is_socket = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket;
     if !is_socket || !rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false) {

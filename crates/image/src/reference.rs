@@ -118,7 +118,9 @@ pub fn valid_tag(t: &str) -> bool {
 fn valid_digest_shape(d: &str) -> bool {
     let Some((alg, enc)) = d.split_once(':') else { return false };
     let alg_ok = !alg.is_empty()
-        && alg.split(['+', '.', '_', '-']).all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        && alg
+            .split(['+', '.', '_', '-'])
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     alg_ok && !enc.is_empty() && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'=' || b == b'_' || b == b'-')
 }
 
@@ -173,8 +175,10 @@ pub fn parse(s: &str) -> Result<Parsed, String> {
     if path.len() == 64 && path.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("invalid repository name: cannot be a 64-character hexadecimal string".into());
     }
-    let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { DOCKER_HUB.into() } else { registry };
-    let repository = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
+    let registry =
+        if registry == "index.docker.io" || registry == "registry-1.docker.io" { DOCKER_HUB.into() } else { registry };
+    let repository =
+        if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
     let tag = match (tag, digest) {
         (None, None) => Some("latest".to_string()),
         (t, _) => t.map(str::to_string),
@@ -194,12 +198,20 @@ mod tests {
     fn normalizes_like_docker() {
         assert_eq!(
             p("busybox"),
-            Parsed { registry: "docker.io".into(), repository: "library/busybox".into(), tag: Some("latest".into()), digest: None }
+            Parsed {
+                registry: "docker.io".into(),
+                repository: "library/busybox".into(),
+                tag: Some("latest".into()),
+                digest: None
+            }
         );
         assert_eq!(p("user/app:1.0").repository, "user/app");
         assert_eq!(p("index.docker.io/library/alpine:3").registry, "docker.io");
         let r = p("127.0.0.1:5000/x/y:tag");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "x/y", Some("tag")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "x/y", Some("tag"))
+        );
         assert_eq!(p("localhost/foo").registry, "localhost");
         assert_eq!(p("[::1]:5000/foo").registry, "[::1]:5000");
         assert_eq!(p("Example.COM/foo").registry, "Example.COM", "hosts may be uppercase");
@@ -214,8 +226,23 @@ mod tests {
     #[test]
     fn refuses_what_docker_refuses() {
         for bad in [
-            "", "Busybox", "example.com/Foo/bar:1", "busybox:-bad", "busybox:a+b", "foo bar", "a//b", "a/", "/a", "a..b", "a-",
-            "-a", "busybox@", "busybox@sha256", "exa_mple.com:80/x", "host:port/x", ":tag",
+            "",
+            "Busybox",
+            "example.com/Foo/bar:1",
+            "busybox:-bad",
+            "busybox:a+b",
+            "foo bar",
+            "a//b",
+            "a/",
+            "/a",
+            "a..b",
+            "a-",
+            "-a",
+            "busybox@",
+            "busybox@sha256",
+            "exa_mple.com:80/x",
+            "host:port/x",
+            ":tag",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} must be refused");
         }

@@ -427,11 +427,14 @@ impl Runtime {
     pub fn start(&self, id: &str) -> Result<()> {
         let sd = self.dir(id)?;
         let st = sd.load(id)?;
-        let status = self.status_of(&st);
-        if status != Status::Created {
+        // Created = init alive and the exec fifo still there. Whether it is
+        // also frozen (then it is "paused") is only asked if init does not
+        // answer at once: reading the freezer costs a cgroup lookup on
+        // every start.
+        if st.pid <= 0 || !state::init_alive(&st) || !sd.fifo().exists() {
             return Err(Error::BadState {
                 id: id.into(),
-                status: status.to_string(),
+                status: self.status_of(&st).to_string(),
                 action: "start (it must be created)",
             });
         }
@@ -458,6 +461,13 @@ impl Runtime {
                         Err(e) => return Err(e).ctx(|| "reading exec fifo".into()),
                     }
                 }
+                Ok(0) if !got_byte && self.status_of(&st) == Status::Paused => {
+                    return Err(Error::BadState {
+                        id: id.into(),
+                        status: Status::Paused.to_string(),
+                        action: "start (it must be created)",
+                    });
+                }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e).ctx(|| "polling exec fifo".into()),
             }
@@ -470,8 +480,8 @@ impl Runtime {
             }
         }
         std::fs::remove_file(sd.fifo()).ctx(|| "removing exec fifo".into())?;
-        if let Ok(spec) = sd.load_spec() {
-            if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_deref()) {
+        if let Ok(Some(hooks)) = sd.load_hooks() {
+            if let Some(h) = hooks.poststart().as_deref() {
                 hooks::run_warn("poststart", h, &oci_state(&st, Status::Running));
             }
         }
@@ -580,8 +590,8 @@ impl Runtime {
         if let Err(e) = destroy_cgroup(&cg) {
             errors.push(e.to_string());
         }
-        if let Ok(spec) = sd.load_spec() {
-            if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_deref()) {
+        if let Ok(Some(hooks)) = sd.load_hooks() {
+            if let Some(h) = hooks.poststop().as_deref() {
                 hooks::run_warn("poststop", h, &oci_state(&st, Status::Stopped));
             }
         }

@@ -193,6 +193,22 @@ impl StateDir {
         oci_spec::runtime::Spec::load(&path).map_err(|e| Error::Config { path, msg: e.to_string() })
     }
 
+    /// Only the hooks of the stored config: `start` and `delete` need
+    /// nothing else, and skipping the rest (a seccomp profile is most of
+    /// a Docker-style config) is several times cheaper than
+    /// [`Self::load_spec`] on the start path.
+    pub fn load_hooks(&self) -> Result<Option<oci_spec::runtime::Hooks>> {
+        #[derive(serde::Deserialize)]
+        struct HooksOnly {
+            #[serde(default)]
+            hooks: Option<oci_spec::runtime::Hooks>,
+        }
+        let path = self.config_file();
+        let data = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let h: HooksOnly = serde_json::from_slice(&data).map_err(|e| Error::Config { path, msg: e.to_string() })?;
+        Ok(h.hooks)
+    }
+
     /// Removes the state directory and everything in it.
     pub fn remove(&self) -> Result<()> {
         match fs::remove_dir_all(&self.dir) {

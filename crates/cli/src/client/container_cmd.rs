@@ -303,8 +303,10 @@ pub async fn run(conn: Conn, verb: Verb) -> CliResult<i32> {
         Verb::Stop(a) => each(&conn, "POST", &a.containers, |c| stop_path(c, "stop", &a)).await,
         Verb::Restart(a) => each(&conn, "POST", &a.containers, |c| stop_path(c, "restart", &a)).await,
         Verb::Kill(a) => {
-            each(&conn, "POST", &a.containers, |c| format!("/containers/{c}/kill?{}", query([("signal", a.signal.as_str())])))
-                .await
+            each(&conn, "POST", &a.containers, |c| {
+                format!("/containers/{c}/kill?{}", query([("signal", a.signal.as_str())]))
+            })
+            .await
         }
         Verb::Pause(a) => each(&conn, "POST", &a.containers, |c| format!("/containers/{c}/pause")).await,
         Verb::Unpause(a) => each(&conn, "POST", &a.containers, |c| format!("/containers/{c}/unpause")).await,
@@ -313,8 +315,11 @@ pub async fn run(conn: Conn, verb: Verb) -> CliResult<i32> {
             each(&conn, "DELETE", &a.containers, |c| format!("/containers/{c}?{q}")).await
         }
         Verb::Rename(a) => {
-            conn.post(&format!("/containers/{}/rename?{}", enc(&a.container), query([("name", a.new_name.as_str())])), None)
-                .await?;
+            conn.post(
+                &format!("/containers/{}/rename?{}", enc(&a.container), query([("name", a.new_name.as_str())])),
+                None,
+            )
+            .await?;
             Ok(0)
         }
         Verb::Wait(a) => wait(&conn, a).await,
@@ -391,8 +396,17 @@ async fn start(conn: &Conn, a: StartArgs) -> CliResult<i32> {
     let (id, tty, _) = has_tty(conn, &a.containers[0]).await?;
     let keys = hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q"))?;
     let stdin = if a.interactive { "1" } else { "0" };
-    let io = hijack::hijack(conn, &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", stdin), ("stdout", "1"), ("stderr", "1")])), None).await?;
-    let wait = hijack::request(conn, "POST", &format!("/containers/{id}/wait?condition=next-exit"), None, false).await?;
+    let io = hijack::hijack(
+        conn,
+        &format!(
+            "/containers/{id}/attach?{}",
+            query([("stream", "1"), ("stdin", stdin), ("stdout", "1"), ("stderr", "1")])
+        ),
+        None,
+    )
+    .await?;
+    let wait =
+        hijack::request(conn, "POST", &format!("/containers/{id}/wait?condition=next-exit"), None, false).await?;
     let wait = tokio::spawn(hijack::read_json(wait));
     let raw = (tty && a.interactive).then(hijack::RawTerminal::enable);
     conn.post(&format!("/containers/{id}/start"), None).await?;
@@ -610,12 +624,13 @@ pub fn time_arg(s: &str) -> CliResult<String> {
         return Ok(s.to_string());
     }
     if let Ok(ns) = super::run_cmd::parse_duration_ns(s) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         return Ok(format!("{:.9}", now - ns as f64 / 1e9));
     }
-    berth_engine::logs::parse_time(s)
-        .map(|t| format!("{t:.9}"))
-        .ok_or_else(|| CliError::Other(format!("invalid time {s:?}: use RFC 3339, unix seconds or a duration like 10m")))
+    berth_engine::logs::parse_time(s).map(|t| format!("{t:.9}")).ok_or_else(|| {
+        CliError::Other(format!("invalid time {s:?}: use RFC 3339, unix seconds or a duration like 10m"))
+    })
 }
 
 async fn logs(conn: &Conn, a: LogsArgs) -> CliResult<i32> {
@@ -659,7 +674,9 @@ async fn top(conn: &Conn, a: TopArgs) -> CliResult<i32> {
     let q = if ps_args.is_empty() { String::new() } else { query([("ps_args", ps_args.as_str())]) };
     let v = conn.get(&format!("/containers/{}/top?{q}", enc(&a.container))).await?;
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let strs = |x: &Value| -> Vec<String> { x.as_array().into_iter().flatten().map(|c| c.as_str().unwrap_or_default().to_string()).collect() };
+    let strs = |x: &Value| -> Vec<String> {
+        x.as_array().into_iter().flatten().map(|c| c.as_str().unwrap_or_default().to_string()).collect()
+    };
     rows.push(strs(v.get("Titles").unwrap_or(&Value::Null)));
     for p in v.get("Processes").and_then(Value::as_array).into_iter().flatten() {
         rows.push(strs(p));
@@ -723,7 +740,10 @@ async fn attach(conn: &Conn, a: AttachArgs) -> CliResult<i32> {
     let signals = (a.sig_proxy && !tty).then(hijack::SignalProxy::install);
     let io = hijack::hijack(
         conn,
-        &format!("/containers/{id}/attach?{}", query([("stream", "1"), ("stdin", if stdin { "1" } else { "0" }), ("stdout", "1"), ("stderr", "1")])),
+        &format!(
+            "/containers/{id}/attach?{}",
+            query([("stream", "1"), ("stdin", if stdin { "1" } else { "0" }), ("stdout", "1"), ("stderr", "1")])
+        ),
         None,
     )
     .await?;
@@ -822,7 +842,7 @@ fn event_line(v: &Value) -> String {
     let secs = nanos.div_euclid(1_000_000_000);
     let frac = nanos.rem_euclid(1_000_000_000);
     let ts = berth_runtime::state::rfc3339(secs, frac as u32);
-        let typ = v.get("Type").and_then(Value::as_str).unwrap_or_default();
+    let typ = v.get("Type").and_then(Value::as_str).unwrap_or_default();
     let action = v.get("Action").and_then(Value::as_str).unwrap_or_default();
     let id = v.pointer("/Actor/ID").and_then(Value::as_str).unwrap_or_default();
     let mut attrs: Vec<String> = v
@@ -849,9 +869,11 @@ async fn prune(conn: &Conn, a: PruneArgs) -> CliResult<i32> {
     if !a.force && !confirm("WARNING! This will remove all stopped containers.") {
         return Ok(0);
     }
-    let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
+    let q =
+        if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
     let v = conn.post(&format!("/containers/prune?{q}"), None).await?;
-    let deleted: Vec<&str> = v.get("ContainersDeleted").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let deleted: Vec<&str> =
+        v.get("ContainersDeleted").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for d in deleted {
@@ -859,6 +881,9 @@ async fn prune(conn: &Conn, a: PruneArgs) -> CliResult<i32> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", crate::image_cmd::human(v.get("SpaceReclaimed").and_then(Value::as_u64).unwrap_or(0)));
+    println!(
+        "Total reclaimed space: {}",
+        crate::image_cmd::human(v.get("SpaceReclaimed").and_then(Value::as_u64).unwrap_or(0))
+    );
     Ok(0)
 }

@@ -55,7 +55,9 @@ pub async fn exec(conn: Conn, a: ExecArgs) -> CliResult<i32> {
     let mut env: Vec<String> = Vec::new();
     for f in &a.env_file {
         let text = std::fs::read_to_string(f).map_err(|e| CliError::Other(format!("open {}: {e}", f.display())))?;
-        env.extend(text.lines().map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        env.extend(
+            text.lines().map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
+        );
     }
     env.extend(a.env.iter().cloned());
     let env: Vec<String> = env

@@ -124,14 +124,19 @@ fn binary_size(n: u64) -> String {
 pub async fn stats(conn: Conn, a: StatsArgs) -> CliResult<i32> {
     let names: Vec<String> = if a.containers.is_empty() {
         let list = conn.get(&format!("/containers/json?all={}", if a.all { 1 } else { 0 })).await?;
-        list.as_array().into_iter().flatten().filter_map(|c| c.get("Id").and_then(Value::as_str).map(String::from)).collect()
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("Id").and_then(Value::as_str).map(String::from))
+            .collect()
     } else {
         a.containers.clone()
     };
-    let header: Vec<String> = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let header: Vec<String> =
+        ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let tty = std::io::stdout().is_terminal();
     loop {
         let mut docs = Vec::new();
@@ -194,9 +199,15 @@ const GO_MODE_SYMLINK: u64 = 1 << 27;
 
 /// `HEAD /containers/{c}/archive?path=`: the decoded path-stat header.
 async fn path_stat(conn: &Conn, container: &str, path: &str) -> Option<Value> {
-    let r = hijack::request(conn, "HEAD", &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])), None, false)
-        .await
-        .ok()?;
+    let r = hijack::request(
+        conn,
+        "HEAD",
+        &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])),
+        None,
+        false,
+    )
+    .await
+    .ok()?;
     let h = r.headers().get("X-Docker-Container-Path-Stat")?.to_str().ok()?;
     use base64::Engine as _;
     let b = base64::engine::general_purpose::STANDARD.decode(h).ok()?;
@@ -222,7 +233,14 @@ async fn copy_out(conn: &Conn, container: &str, path: &str, dest: &str, follow_l
         }
     }
     let path = target.as_deref().unwrap_or(path);
-    let resp = hijack::request(conn, "GET", &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])), None, false).await?;
+    let resp = hijack::request(
+        conn,
+        "GET",
+        &format!("/containers/{}/archive?{}", enc(container), query([("path", path)])),
+        None,
+        false,
+    )
+    .await?;
     if dest == "-" {
         super::container_cmd::save_body(resp.into_body(), None).await?;
         return Ok(0);
@@ -268,7 +286,10 @@ fn extract(r: impl std::io::Read, dir: &Path, rename: Option<&std::ffi::OsStr>) 
         let mut e = e.map_err(|e| CliError::Other(format!("reading the archive: {e}")))?;
         let path = e.path().map_err(|e| CliError::Other(e.to_string()))?.into_owned();
         if path.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_))) {
-            return Err(CliError::Other(format!("refusing archive entry {}: it leaves the destination", path.display())));
+            return Err(CliError::Other(format!(
+                "refusing archive entry {}: it leaves the destination",
+                path.display()
+            )));
         }
         let mut parts = path.components();
         let first = parts.next();
@@ -278,7 +299,9 @@ fn extract(r: impl std::io::Read, dir: &Path, rename: Option<&std::ffi::OsStr>) 
             _ => path.clone(),
         };
         if let Some(link) = e.link_name().ok().flatten() {
-            if e.header().entry_type().is_hard_link() && link.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir)) {
+            if e.header().entry_type().is_hard_link()
+                && link.components().any(|c| matches!(c, Component::ParentDir | Component::RootDir))
+            {
                 return Err(CliError::Other(format!("refusing hard link {} → {}", path.display(), link.display())));
             }
         }
@@ -287,11 +310,15 @@ fn extract(r: impl std::io::Read, dir: &Path, rename: Option<&std::ffi::OsStr>) 
         let full = dir.join(&target);
         // Never write through a link already there (one the archive made
         // a moment ago, say): replace it.
-        if !e.header().entry_type().is_dir() && std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
-            std::fs::remove_file(&full).map_err(|err| CliError::Other(format!("replacing {}: {err}", full.display())))?;
+        if !e.header().entry_type().is_dir()
+            && std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            std::fs::remove_file(&full)
+                .map_err(|err| CliError::Other(format!("replacing {}: {err}", full.display())))?;
         }
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CliError::Other(format!("creating {}: {e}", parent.display())))?;
         }
         let ok = if rename.is_some() {
             // unpack_in takes the entry's own path: write through a
@@ -300,7 +327,10 @@ fn extract(r: impl std::io::Read, dir: &Path, rename: Option<&std::ffi::OsStr>) 
             let canon = std::fs::canonicalize(parent).map_err(|e| CliError::Other(e.to_string()))?;
             let root = std::fs::canonicalize(dir).map_err(|e| CliError::Other(e.to_string()))?;
             if !canon.starts_with(&root) {
-                return Err(CliError::Other(format!("refusing archive entry {}: it leaves the destination", path.display())));
+                return Err(CliError::Other(format!(
+                    "refusing archive entry {}: it leaves the destination",
+                    path.display()
+                )));
             }
             e.unpack(&full).map(|_| true)
         } else {
@@ -308,7 +338,12 @@ fn extract(r: impl std::io::Read, dir: &Path, rename: Option<&std::ffi::OsStr>) 
         };
         match ok {
             Ok(true) => {}
-            Ok(false) => return Err(CliError::Other(format!("refusing archive entry {}: it leaves the destination", path.display()))),
+            Ok(false) => {
+                return Err(CliError::Other(format!(
+                    "refusing archive entry {}: it leaves the destination",
+                    path.display()
+                )))
+            }
             Err(err) => return Err(CliError::Other(format!("extracting {}: {err}", path.display()))),
         }
     }
@@ -345,7 +380,8 @@ async fn copy_in(conn: &Conn, src: &str, container: &str, path: &str) -> CliResu
         (path.to_string(), src_path.file_name().map(|n| n.to_os_string()).unwrap_or_default())
     } else {
         let p = Path::new(path);
-        let parent = p.parent().map(|x| x.display().to_string()).filter(|x| !x.is_empty()).unwrap_or_else(|| "/".into());
+        let parent =
+            p.parent().map(|x| x.display().to_string()).filter(|x| !x.is_empty()).unwrap_or_else(|| "/".into());
         (parent, p.file_name().map(|n| n.to_os_string()).unwrap_or_default())
     };
     // Build the tar on a thread, streamed through a pipe.
@@ -403,7 +439,8 @@ pub async fn info(conn: Conn, a: InfoArgs) -> CliResult<i32> {
         println!("{}", if f == "json" { v.to_string() } else { super::template::Template::parse(f)?.render(&v)? });
         return Ok(0);
     }
-    let s = |k: &str| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+    let s =
+        |k: &str| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).unwrap_or_default();
     println!("Client:\n Version:    {}\n Context:    default\n", env!("CARGO_PKG_VERSION"));
     println!("Server:");
     println!(" Containers: {}", s("Containers"));
@@ -436,7 +473,11 @@ pub async fn version(conn: Conn, a: InfoArgs) -> CliResult<i32> {
         return Ok(0);
     }
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    println!("Client:\n Version:           {}\n API version:       1.47\n OS/Arch:           linux/{}\n", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+    println!(
+        "Client:\n Version:           {}\n API version:       1.47\n OS/Arch:           linux/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
     println!("Server: berth\n Engine:\n  Version:          {}\n  API version:      {} (minimum version {})\n  OS/Arch:          {}/{}\n  Kernel version:   {}", s("Version"), s("ApiVersion"), s("MinAPIVersion"), s("Os"), s("Arch"), s("KernelVersion"));
     Ok(0)
 }

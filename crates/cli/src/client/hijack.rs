@@ -110,9 +110,16 @@ pub async fn request_with(
     let req = b.body(payload).map_err(|e| CliError::Other(e.to_string()))?;
     let resp = match &conn.target {
         Target::Unix(socket) => {
-            let s = tokio::net::UnixStream::connect(socket)
-                .await
-                .map_err(|e| CliError::Other(format!("connecting to unix://{}: {e}", socket.display())))?;
+            let kept = conn.take_first().and_then(|s| {
+                s.set_nonblocking(true).ok()?;
+                tokio::net::UnixStream::from_std(s).ok()
+            });
+            let s = match kept {
+                Some(s) => s,
+                None => tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| CliError::Other(format!("connecting to unix://{}: {e}", socket.display())))?,
+            };
             send(s, req).await?
         }
         Target::Tls { addr, server_name, config } => {

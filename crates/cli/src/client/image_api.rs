@@ -45,7 +45,12 @@ pub fn image_daemon(d: &DaemonArgs, root: &Path) -> CliResult<Option<Conn>> {
     if !store_held(root) {
         return Ok(None);
     }
-    let held = || CliError::Other(format!("the image store under {} is in use by another process (is a berth daemon with another socket using it?)", root.display()));
+    let held = || {
+        CliError::Other(format!(
+            "the image store under {} is in use by another process (is a berth daemon with another socket using it?)",
+            root.display()
+        ))
+    };
     let Some(conn) = super::connect_existing(d)? else { return Err(held()) };
     let rt = super::runtime()?;
     let info = rt.block_on(conn.get("/info"))?;
@@ -76,7 +81,11 @@ where
 /// when not on a terminal: a line per layer status change, every other
 /// status as it comes; an `error` message ends it as a failure. Returns
 /// the `aux` documents.
-pub async fn print_progress(resp: hyper::Response<hyper::body::Incoming>, stdout: bool, quiet: bool) -> CliResult<Vec<Value>> {
+pub async fn print_progress(
+    resp: hyper::Response<hyper::body::Incoming>,
+    stdout: bool,
+    quiet: bool,
+) -> CliResult<Vec<Value>> {
     let mut last: std::collections::BTreeMap<String, String> = Default::default();
     let mut aux = Vec::new();
     let say = |line: String| {
@@ -174,7 +183,8 @@ pub async fn push(conn: Conn, a: crate::registry_cmd::PushArgs) -> CliResult<i32
     }
     let name = format!("{}/{}", r.registry(), r.repository());
     let tag = r.tag().unwrap_or("latest").to_string();
-    let headers: Vec<(&str, String)> = registry_auth_header(&a.name).into_iter().map(|x| ("X-Registry-Auth", x)).collect();
+    let headers: Vec<(&str, String)> =
+        registry_auth_header(&a.name).into_iter().map(|x| ("X-Registry-Auth", x)).collect();
     let resp = super::hijack::request_with(
         &conn,
         "POST",
@@ -194,7 +204,9 @@ pub async fn push(conn: Conn, a: crate::registry_cmd::PushArgs) -> CliResult<i32
 /// `berth import` through the daemon: the tarball streams in the body.
 pub async fn import(conn: Conn, a: crate::import_cmd::ImportArgs) -> CliResult<i32> {
     if a.file.starts_with("http://") || a.file.starts_with("https://") {
-        return Err(CliError::Other("importing from a URL is not supported: download the tarball and import the file".into()));
+        return Err(CliError::Other(
+            "importing from a URL is not supported: download the tarball and import the file".into(),
+        ));
     }
     let input: Box<dyn std::io::Read + Send> = if a.file == "-" {
         Box::new(std::io::stdin())
@@ -219,7 +231,15 @@ pub async fn import(conn: Conn, a: crate::import_cmd::ImportArgs) -> CliResult<i
         pairs.push(("platform", p.clone()));
     }
     let q = query(pairs.iter().map(|(k, v)| (*k, v.as_str())));
-    let resp = super::hijack::request_with(&conn, "POST", &format!("/images/create?{q}"), &[], super::hijack::ReqBody::Stream(input), false).await?;
+    let resp = super::hijack::request_with(
+        &conn,
+        "POST",
+        &format!("/images/create?{q}"),
+        &[],
+        super::hijack::ReqBody::Stream(input),
+        false,
+    )
+    .await?;
     let v = super::hijack::read_json(resp).await?;
     println!("{}", v.get("status").and_then(Value::as_str).unwrap_or_default());
     Ok(0)
@@ -228,7 +248,10 @@ pub async fn import(conn: Conn, a: crate::import_cmd::ImportArgs) -> CliResult<i
 /// `berth save` through the daemon (docker-archive only, as docker's API).
 pub async fn save(conn: Conn, a: crate::archive_cmd::SaveArgs) -> CliResult<i32> {
     if a.format != "docker-archive" {
-        return Err(CliError::Other(format!("save --format {} does not go through the daemon: the API makes docker-archives", a.format)));
+        return Err(CliError::Other(format!(
+            "save --format {} does not go through the daemon: the API makes docker-archives",
+            a.format
+        )));
     }
     if a.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(CliError::Other("cowardly refusing to save to a terminal. Use the -o flag or redirect".into()));
@@ -242,11 +265,17 @@ pub async fn save(conn: Conn, a: crate::archive_cmd::SaveArgs) -> CliResult<i32>
 /// `berth load` through the daemon: the archive streams in the body.
 pub async fn load(conn: Conn, a: crate::archive_cmd::LoadArgs) -> CliResult<i32> {
     let input: Box<dyn std::io::Read + Send> = match &a.input {
-        Some(p) if p.is_dir() => return Err(CliError::Other("loading an OCI layout directory does not go through the daemon: stop it, or load an archive".into())),
+        Some(p) if p.is_dir() => {
+            return Err(CliError::Other(
+                "loading an OCI layout directory does not go through the daemon: stop it, or load an archive".into(),
+            ))
+        }
         Some(p) => Box::new(std::fs::File::open(p).map_err(|e| CliError::Other(format!("open {}: {e}", p.display())))?),
         None => Box::new(std::io::stdin()),
     };
-    let resp = super::hijack::request_with(&conn, "POST", "/images/load", &[], super::hijack::ReqBody::Stream(input), false).await?;
+    let resp =
+        super::hijack::request_with(&conn, "POST", "/images/load", &[], super::hijack::ReqBody::Stream(input), false)
+            .await?;
     use http_body_util::BodyExt;
     let body = resp.into_body().collect().await.map_err(|e| CliError::Other(e.to_string()))?.to_bytes();
     for line in body.split(|&b| b == b'\n') {
@@ -283,7 +312,8 @@ pub async fn history(conn: Conn, a: crate::history_cmd::HistoryArgs) -> CliResul
 
 /// `berth images` through the daemon.
 pub async fn images(conn: Conn, a: ListArgs) -> CliResult<i32> {
-    let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
+    let q =
+        if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
     let list = conn.get(&format!("/images/json?{q}")).await?;
     let mut rows: Vec<[String; 6]> = Vec::new();
     let mut items: Vec<Value> = list.as_array().cloned().unwrap_or_default();
@@ -291,15 +321,20 @@ pub async fn images(conn: Conn, a: ListArgs) -> CliResult<i32> {
     let want = a.repository.as_deref();
     for i in &items {
         let full = i.get("Id").and_then(Value::as_str).unwrap_or_default();
-        let id = if a.no_trunc { full.to_string() } else { full.trim_start_matches("sha256:").chars().take(12).collect() };
+        let id =
+            if a.no_trunc { full.to_string() } else { full.trim_start_matches("sha256:").chars().take(12).collect() };
         let created = ago(i.get("Created").and_then(Value::as_i64).unwrap_or(0));
         let size = human(i.get("Size").and_then(Value::as_u64).unwrap_or(0));
-        let tags: Vec<&str> = i.get("RepoTags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        let digests: Vec<&str> = i.get("RepoDigests").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let tags: Vec<&str> =
+            i.get("RepoTags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let digests: Vec<&str> =
+            i.get("RepoDigests").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            tags.iter().map(|t| t.rsplit_once(':').map_or((t.to_string(), String::new()), |(r, t)| (r.into(), t.into()))).collect()
+            tags.iter()
+                .map(|t| t.rsplit_once(':').map_or((t.to_string(), String::new()), |(r, t)| (r.into(), t.into())))
+                .collect()
         };
         for (repo, tag) in names {
             if let Some(w) = want {
@@ -374,7 +409,11 @@ pub async fn tag(conn: Conn, a: TagArgs) -> CliResult<i32> {
         Some((r, t)) => (r.to_string(), t.to_string()),
         None => (a.target.clone(), "latest".to_string()),
     };
-    conn.post(&format!("/images/{}/tag?{}", enc(&a.source), query([("repo", repo.as_str()), ("tag", tag.as_str())])), None).await?;
+    conn.post(
+        &format!("/images/{}/tag?{}", enc(&a.source), query([("repo", repo.as_str()), ("tag", tag.as_str())])),
+        None,
+    )
+    .await?;
     Ok(0)
 }
 
@@ -448,7 +487,8 @@ pub fn prune(root: &Path, d: &DaemonArgs, conn: Option<Conn>, a: crate::image_cm
             return 1;
         }
     };
-    let items: Vec<&Value> = v.get("ImagesDeleted").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let items: Vec<&Value> =
+        v.get("ImagesDeleted").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
     if !items.is_empty() {
         println!("Deleted Images:");
         for i in items {

@@ -85,12 +85,21 @@ impl From<std::io::Error> for CliError {
 /// Shorthand.
 pub type CliResult<T> = Result<T, CliError>;
 
-/// A daemon to talk to: each request opens a fresh connection.
+/// A daemon to talk to: each request opens a fresh connection, except
+/// that the first one may reuse the connection that showed the daemon
+/// answers.
 #[derive(Debug, Clone)]
 pub struct Conn {
     /// Where it is.
     pub target: Target,
+    /// The probe's unix connection and when it was made: connecting costs
+    /// the daemon an accept and us a round trip, on every CLI call.
+    first: std::sync::Arc<std::sync::Mutex<Option<(std::os::unix::net::UnixStream, Instant)>>>,
 }
+
+/// A kept probe connection older than this is dropped rather than used:
+/// the daemon closes connections that send no request for a while.
+const FIRST_CONN_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// How to reach a daemon.
 #[derive(Debug, Clone)]
@@ -119,9 +128,18 @@ impl Target {
 
     /// True when something accepts connections there.
     fn answers(&self) -> bool {
+        self.probe().0
+    }
+
+    /// Whether something accepts connections there, and for a unix socket
+    /// the connection made to find out.
+    fn probe(&self) -> (bool, Option<std::os::unix::net::UnixStream>) {
         match self {
-            Target::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
-            Target::Tls { addr, .. } => std::net::TcpStream::connect(addr).is_ok(),
+            Target::Unix(p) => match std::os::unix::net::UnixStream::connect(p) {
+                Ok(s) => (true, Some(s)),
+                Err(_) => (false, None),
+            },
+            Target::Tls { addr, .. } => (std::net::TcpStream::connect(addr).is_ok(), None),
         }
     }
 }
@@ -165,13 +183,26 @@ fn target_of(d: &DaemonArgs) -> CliResult<(Target, bool)> {
         }
         let addr = addr.trim_end_matches('/');
         let addr = if addr.contains(':') { addr.to_string() } else { format!("{addr}:2376") };
-        let server_name = addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default();
+        let server_name =
+            addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default();
         return Ok((Target::Tls { addr, server_name, config: tls_client(d)? }, false));
     }
     Err(CliError::Other(format!("invalid daemon address {host:?}: use unix:///path or tcp://HOST:PORT")))
 }
 
 impl Conn {
+    /// A client of the daemon at `target`; `first` is a fresh connection
+    /// to it for the first request.
+    pub fn new(target: Target, first: Option<std::os::unix::net::UnixStream>) -> Conn {
+        Conn { target, first: std::sync::Arc::new(std::sync::Mutex::new(first.map(|s| (s, Instant::now())))) }
+    }
+
+    /// The kept probe connection, once, if still fresh.
+    pub fn take_first(&self) -> Option<std::os::unix::net::UnixStream> {
+        let (s, at) = self.first.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        (at.elapsed() < FIRST_CONN_MAX_AGE).then_some(s)
+    }
+
     /// `GET path` → its JSON.
     pub async fn get(&self, path: &str) -> CliResult<serde_json::Value> {
         hijack::read_json(hijack::request(self, "GET", path, None, false).await?).await
@@ -201,23 +232,31 @@ pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String 
 /// (see the module doc). `root` and `insecure` configure a started daemon.
 pub fn connect(d: &DaemonArgs, root: &Path, insecure: &[String]) -> CliResult<Conn> {
     let (target, default) = target_of(d)?;
-    if !target.answers() {
+    let (answers, first) = target.probe();
+    if !answers {
         let Target::Unix(socket) = &target else {
-            return Err(CliError::Other(format!("Cannot connect to the berth daemon at {}. Is the daemon running?", target.display())));
+            return Err(CliError::Other(format!(
+                "Cannot connect to the berth daemon at {}. Is the daemon running?",
+                target.display()
+            )));
         };
         if !default {
-            return Err(CliError::Other(format!("Cannot connect to the berth daemon at {}. Is the daemon running?", target.display())));
+            return Err(CliError::Other(format!(
+                "Cannot connect to the berth daemon at {}. Is the daemon running?",
+                target.display()
+            )));
         }
         autostart(d, socket, root, insecure)?;
     }
-    Ok(Conn { target })
+    Ok(Conn::new(target, first))
 }
 
 /// Connects only if a daemon already answers (image verbs fall back to the
 /// local store when none does).
 pub fn connect_existing(d: &DaemonArgs) -> CliResult<Option<Conn>> {
     let (target, _) = target_of(d)?;
-    Ok(target.answers().then_some(Conn { target }))
+    let (answers, first) = target.probe();
+    Ok(answers.then(|| Conn::new(target, first)))
 }
 
 /// A name as one path segment (percent-encoded).
@@ -289,11 +328,7 @@ fn autostart(d: &DaemonArgs, socket: &Path, root: &Path, insecure: &[String]) ->
     for r in insecure {
         cmd.arg("--insecure-registry").arg(r);
     }
-    cmd.env_remove("DOCKER_HOST")
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .current_dir("/");
+    cmd.env_remove("DOCKER_HOST").stdin(std::process::Stdio::null()).stdout(log).stderr(log2).current_dir("/");
     let mut child = cmd.spawn().map_err(|e| other("spawning berth serve", e))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -362,10 +397,8 @@ where
 
 /// Docker's "time ago" for a unix timestamp.
 pub fn ago(unix: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(unix);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(unix);
     format!("{} ago", berth_image::docker_view::human_duration(now.saturating_sub(unix).max(0) as u64))
 }
 

@@ -319,7 +319,9 @@ fn restart_policy(s: &str) -> CliResult<Value> {
     } else if name == "on-failure" {
         count.parse().map_err(|_| CliError::Other(format!("invalid restart policy format: {s}")))?
     } else {
-        return Err(CliError::Other(format!("invalid restart policy format: maximum retry count cannot be used with restart policy '{name}'")));
+        return Err(CliError::Other(format!(
+            "invalid restart policy format: maximum retry count cannot be used with restart policy '{name}'"
+        )));
     };
     Ok(json!({"Name": name, "MaximumRetryCount": n}))
 }
@@ -333,7 +335,10 @@ fn mount_spec(s: &str) -> CliResult<Value> {
     let mut tmpfs = Map::new();
     for field in s.split(',') {
         let (k, v) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v)));
-        let val = || v.map(str::to_string).ok_or_else(|| CliError::Other(format!("invalid field '{field}' must be a key=value pair")));
+        let val = || {
+            v.map(str::to_string)
+                .ok_or_else(|| CliError::Other(format!("invalid field '{field}' must be a key=value pair")))
+        };
         match k.to_ascii_lowercase().as_str() {
             "type" => typ = val()?,
             "source" | "src" => {
@@ -356,7 +361,8 @@ fn mount_spec(s: &str) -> CliResult<Value> {
                 tmpfs.insert("SizeBytes".into(), json!(parse_bytes(&val()?)?));
             }
             "tmpfs-mode" => {
-                let mode = u32::from_str_radix(&val()?, 8).map_err(|_| CliError::Other(format!("invalid tmpfs-mode in {s:?}")))?;
+                let mode = u32::from_str_radix(&val()?, 8)
+                    .map_err(|_| CliError::Other(format!("invalid tmpfs-mode in {s:?}")))?;
                 tmpfs.insert("Mode".into(), json!(mode));
             }
             "consistency" => {}
@@ -439,7 +445,13 @@ pub fn create_body(a: &CreateArgs, attach: (bool, bool, bool)) -> CliResult<Valu
         // docker: `--entrypoint ""` clears the image's entrypoint.
         cfg.insert("Entrypoint".into(), if ep.is_empty() { json!([""]) } else { json!([ep]) });
     }
-    for (k, v) in [("Hostname", &a.hostname), ("Domainname", &a.domainname), ("User", &a.user), ("WorkingDir", &a.workdir), ("StopSignal", &a.stop_signal)] {
+    for (k, v) in [
+        ("Hostname", &a.hostname),
+        ("Domainname", &a.domainname),
+        ("User", &a.user),
+        ("WorkingDir", &a.workdir),
+        ("StopSignal", &a.stop_signal),
+    ] {
         if let Some(v) = v {
             cfg.insert(k.into(), json!(v));
         }
@@ -476,7 +488,9 @@ pub fn create_body(a: &CreateArgs, attach: (bool, bool, bool)) -> CliResult<Valu
         if let Some(c) = &a.health_cmd {
             h.insert("Test".into(), json!(["CMD-SHELL", c]));
         }
-        for (k, v) in [("Interval", &a.health_interval), ("Timeout", &a.health_timeout), ("StartPeriod", &a.health_start_period)] {
+        for (k, v) in
+            [("Interval", &a.health_interval), ("Timeout", &a.health_timeout), ("StartPeriod", &a.health_start_period)]
+        {
             if let Some(v) = v {
                 h.insert(k.into(), json!(parse_duration_ns(v)?));
             }
@@ -613,7 +627,10 @@ pub async fn pull_image(conn: &Conn, image: &str, platform: Option<&str>, quiet:
 /// Creates the container, pulling its image first when `--pull` says so.
 async fn create(conn: &Conn, a: &CreateArgs, body: &Value) -> CliResult<String> {
     if !matches!(a.pull.as_str(), "missing" | "always" | "never") {
-        return Err(CliError::Other(format!("invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"", a.pull)));
+        return Err(CliError::Other(format!(
+            "invalid pull option: '{}': must be one of \"always\", \"missing\" or \"never\"",
+            a.pull
+        )));
     }
     if a.pull == "always" {
         pull_image(conn, &a.image, a.platform.as_deref(), a.quiet).await?;
@@ -650,7 +667,10 @@ async fn create(conn: &Conn, a: &CreateArgs, body: &Value) -> CliResult<String> 
 /// found, 126 when it cannot be run, 125 otherwise.
 pub fn start_failure_code(msg: &str) -> i32 {
     let m = msg.to_ascii_lowercase();
-    if m.contains("executable file not found") || m.contains("no such file or directory") || m.contains("not found in $path") {
+    if m.contains("executable file not found")
+        || m.contains("no such file or directory")
+        || m.contains("not found in $path")
+    {
         127
     } else if m.contains("permission denied") {
         126
@@ -695,7 +715,8 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
     if c.tty && c.interactive && att_in && !std::io::stdin().is_terminal() {
         return Err(exit125(CliError::Other("the input device is not a TTY".into())));
     }
-    let detach_keys = hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q")).map_err(exit125)?;
+    let detach_keys =
+        hijack::parse_detach_keys(a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q")).map_err(exit125)?;
     let body = create_body(c, (att_in, att_out, att_err)).map_err(exit125)?;
     let id = create(&conn, c, &body).await.map_err(exit125)?;
     if a.detach {
@@ -710,10 +731,15 @@ pub async fn run_cmd(conn: Conn, a: RunArgs) -> CliResult<i32> {
     q.append_pair("stdin", if att_in { "1" } else { "0" });
     q.append_pair("stdout", if att_out { "1" } else { "0" });
     q.append_pair("stderr", if att_err { "1" } else { "0" });
-    let io = hijack::hijack(&conn, &format!("/containers/{id}/attach?{}", q.finish()), None).await.map_err(exit125)?;
     let condition = if c.rm { "removed" } else { "next-exit" };
     let wait_path = format!("/containers/{id}/wait?condition={condition}");
-    let wait_resp = hijack::request(&conn, "POST", &wait_path, None, false).await.map_err(exit125)?;
+    // Both must be in place before the start, not one before the other.
+    let attach_path = format!("/containers/{id}/attach?{}", q.finish());
+    let (io, wait_resp) = tokio::join!(
+        hijack::hijack(&conn, &attach_path, None),
+        hijack::request(&conn, "POST", &wait_path, None, false)
+    );
+    let (io, wait_resp) = (io.map_err(exit125)?, wait_resp.map_err(exit125)?);
     let wait = tokio::spawn(hijack::read_json(wait_resp));
     let _raw = if c.tty && att_in { Some(hijack::RawTerminal::enable()) } else { None };
     // With a tty, ^C reaches the container through it; without, the
@@ -771,10 +797,39 @@ mod tests {
     #[test]
     fn flags_become_docker_fields() {
         let b = body(&[
-            "--name", "x", "-e", "A=1", "-l", "k=v", "-m", "512m", "--cpus", "1.5", "--restart", "on-failure:3",
-            "-v", "/h:/c:ro", "-v", "/anon", "--tmpfs", "/run:size=1m", "--ulimit", "nofile=10:20", "--device",
-            "/dev/fuse", "--health-cmd", "true", "--health-interval", "1m30s", "--init", "-h", "hn", "busybox",
-            "sh", "-c", "echo hi",
+            "--name",
+            "x",
+            "-e",
+            "A=1",
+            "-l",
+            "k=v",
+            "-m",
+            "512m",
+            "--cpus",
+            "1.5",
+            "--restart",
+            "on-failure:3",
+            "-v",
+            "/h:/c:ro",
+            "-v",
+            "/anon",
+            "--tmpfs",
+            "/run:size=1m",
+            "--ulimit",
+            "nofile=10:20",
+            "--device",
+            "/dev/fuse",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1m30s",
+            "--init",
+            "-h",
+            "hn",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi",
         ]);
         assert_eq!(b["Image"], "busybox");
         assert_eq!(b["Cmd"], json!(["sh", "-c", "echo hi"]));
@@ -809,7 +864,10 @@ mod tests {
         assert_eq!(parse_duration_ns("500ms").unwrap(), 500_000_000);
         assert_eq!(parse_duration_ns("1h2m").unwrap(), 3_720_000_000_000);
         assert!(parse_duration_ns("5").is_err());
-        assert_eq!(publish_spec("127.0.0.1:8080:80/udp").unwrap(), ("80/udp".into(), json!({"HostIp": "127.0.0.1", "HostPort": "8080"})));
+        assert_eq!(
+            publish_spec("127.0.0.1:8080:80/udp").unwrap(),
+            ("80/udp".into(), json!({"HostIp": "127.0.0.1", "HostPort": "8080"}))
+        );
         assert!(publish_spec("a:b").is_err());
         assert_eq!(
             mount_spec("type=bind,src=/a,dst=/b,readonly").unwrap(),

@@ -113,7 +113,11 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
             Ok(0)
         }
         VolumeCommand::Ls(a) => {
-            let q = if a.filter.is_empty() { String::new() } else { query([("filters", filters_json(&a.filter, None)?.as_str())]) };
+            let q = if a.filter.is_empty() {
+                String::new()
+            } else {
+                query([("filters", filters_json(&a.filter, None)?.as_str())])
+            };
             let v = conn.get(&format!("/volumes?{q}")).await?;
             let mut vols: Vec<Value> = v.get("Volumes").and_then(Value::as_array).cloned().unwrap_or_default();
             vols.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
@@ -181,8 +185,13 @@ pub async fn run(conn: Conn, c: VolumeCommand) -> CliResult<i32> {
             }
             let f = filters_json(&a.filter, a.all.then_some(("all", "true")))?;
             let v = conn.post(&format!("/volumes/prune?{}", query([("filters", f.as_str())])), None).await?;
-            let deleted: Vec<&str> =
-                v.get("VolumesDeleted").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let deleted: Vec<&str> = v
+                .get("VolumesDeleted")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             if !deleted.is_empty() {
                 println!("Deleted Volumes:");
                 for d in deleted {

@@ -76,7 +76,10 @@ fn berth_cli_runs_and_manages_containers() {
     // Volumes.
     assert_eq!(d.bok(&["volume", "create", "data"]), "data\n");
     d.bok(&["run", "--rm", "-v", "data:/d", "busybox", "sh", "-c", "echo kept > /d/f"]);
-    assert_eq!(d.bok(&["run", "--rm", "--mount", "type=volume,src=data,dst=/d,readonly", "busybox", "cat", "/d/f"]), "kept\n");
+    assert_eq!(
+        d.bok(&["run", "--rm", "--mount", "type=volume,src=data,dst=/d,readonly", "busybox", "cat", "/d/f"]),
+        "kept\n"
+    );
     assert!(d.bok(&["volume", "ls"]).contains("local     data"));
     assert_eq!(d.bok(&["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "data"]), "data local\n");
     assert_eq!(d.bok(&["volume", "rm", "data"]), "data\n");
@@ -97,7 +100,8 @@ fn berth_cli_init_reaps_and_forwards_signals() {
         d.bok(&args);
     }
     std::thread::sleep(Duration::from_millis(800));
-    let zombies = |name: &str| d.bok(&["exec", name, "ps", "-o", "stat"]).lines().filter(|l| l.starts_with('Z')).count();
+    let zombies =
+        |name: &str| d.bok(&["exec", name, "ps", "-o", "stat"]).lines().filter(|l| l.starts_with('Z')).count();
     assert_eq!(zombies("noinit"), 1, "without --init the orphan stays a zombie");
     assert_eq!(zombies("withinit"), 0, "--init reaps the orphan");
     assert_eq!(d.inspect("withinit", "{{.HostConfig.Init}}"), "true");
@@ -133,8 +137,10 @@ fn berth_cli_tty_and_detach_keys() {
         std::thread::sleep(Duration::from_millis(1500));
         (child, stdin)
     };
-    let (child, mut stdin) =
-        in_pty(&format!("{} --root {root} -H {host} run -it --rm busybox sh -c 'tty; read x; echo got-$x; exit 5'", berth()));
+    let (child, mut stdin) = in_pty(&format!(
+        "{} --root {root} -H {host} run -it --rm busybox sh -c 'tty; read x; echo got-$x; exit 5'",
+        berth()
+    ));
     use std::io::Write as _;
     stdin.write_all(b"abc\r").expect("write");
     let o = child.wait_with_output().expect("wait");
@@ -203,7 +209,18 @@ fn berth_cli_starts_a_daemon_on_demand() {
 fn system_df_and_image_prune_through_the_daemon() {
     let Some(d) = Daemon::start() else { return };
     d.bok(&["volume", "create", "vol1"]);
-    d.bok(&["run", "-d", "--name", "user", "-v", "vol1:/v", "busybox", "sh", "-c", "echo 12345 > /v/f; echo x > /upper; exec sleep 300"]);
+    d.bok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "vol1:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo 12345 > /v/f; echo x > /upper; exec sleep 300",
+    ]);
     d.bok(&["tag", "busybox", "second:1"]);
     d.bok(&["create", "--name", "idle", "busybox", "true"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -215,7 +232,10 @@ fn system_df_and_image_prune_through_the_daemon() {
     assert_eq!(d.bok(&["ps", "-a", "--filter", "volume=vol1", "--format", "{{.Names}}"]), "user\n");
     assert_eq!(d.bok(&["ps", "-a", "--filter", "since=user", "--format", "{{.Names}}"]), "idle\n");
     assert_eq!(d.bok(&["ps", "-a", "--filter", "before=idle", "--format", "{{.Names}}"]), "user\n");
-    assert_eq!(d.bok(&["ps", "-a", "--filter", "health=none", "--filter", "status=created", "--format", "{{.Names}}"]), "idle\n");
+    assert_eq!(
+        d.bok(&["ps", "-a", "--filter", "health=none", "--filter", "status=created", "--format", "{{.Names}}"]),
+        "idle\n"
+    );
     let o = d.b(&["ps", "--filter", "bogus=1"]);
     assert!(text(&o.stderr).contains("invalid filter 'bogus'"), "{}", text(&o.stderr));
     let df = d.bok(&["system", "df"]);
@@ -228,7 +248,10 @@ fn system_df_and_image_prune_through_the_daemon() {
     assert_eq!(cols("Local Volumes")[..2], ["1", "1"], "{df}");
     // The docker CLI reads the same /system/df.
     let docker_df = d.ok(&["system", "df"]);
-    assert!(docker_df.lines().any(|l| l.starts_with("Containers") && l.split_whitespace().nth(1) == Some("2")), "{docker_df}");
+    assert!(
+        docker_df.lines().any(|l| l.starts_with("Containers") && l.split_whitespace().nth(1) == Some("2")),
+        "{docker_df}"
+    );
     let v = d.bok(&["system", "df", "-v"]);
     assert!(v.contains("vol1") && v.contains("second") && v.contains(" user\n"), "{v}");
     // prune -a keeps images in use; once nothing uses them, both names go.
@@ -247,7 +270,13 @@ fn image_verbs_through_the_daemon() {
     let Some(reg) = common::TestRegistry::start_with_auth("bob", "s3cret") else { return };
     let tmp = d.tmp.path();
     // import streams the tarball to the daemon; --change applies.
-    let id = d.bok(&["import", "-c", "CMD [\"echo\", \"imported\"]", busybox_tarball().to_str().unwrap_or_default(), "imp:1"]);
+    let id = d.bok(&[
+        "import",
+        "-c",
+        "CMD [\"echo\", \"imported\"]",
+        busybox_tarball().to_str().unwrap_or_default(),
+        "imp:1",
+    ]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
     assert_eq!(d.bok(&["run", "--rm", "imp:1"]), "imported\n");
     let hist = d.bok(&["history", "imp:1"]);
@@ -281,13 +310,19 @@ fn image_verbs_through_the_daemon() {
     assert_eq!(o.status.code(), Some(1));
     // The docker CLI logs in through the daemon (/auth) and pulls with it.
     let dcfg = tmp.join("dcfg");
-    let mut c = d.docker(&["--config", dcfg.to_str().unwrap_or_default(), "login", "-u", "bob", "--password-stdin", &reg.host]);
+    let mut c =
+        d.docker(&["--config", dcfg.to_str().unwrap_or_default(), "login", "-u", "bob", "--password-stdin", &reg.host]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("docker login");
     use std::io::Write as _;
     child.stdin.take().expect("stdin").write_all(b"s3cret\n").expect("password");
     let o = child.wait_with_output().expect("wait");
-    assert!(o.status.success() && text(&o.stdout).contains("Login Succeeded"), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success() && text(&o.stdout).contains("Login Succeeded"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     d.bok(&["rmi", &name]);
     d.ok(&["--config", dcfg.to_str().unwrap_or_default(), "pull", "-q", &name]);
     assert_eq!(d.bok(&["run", "--rm", &name]), "imported\n");
@@ -349,7 +384,15 @@ fn daemon_side_detach_keys_for_attach_and_exec() {
     // exec -it: detaching leaves the process running.
     let body = r#"{"AttachStdin":true,"AttachStdout":true,"Tty":true,"Cmd":["sh","-c","sleep 30"]}"#;
     let out = std::process::Command::new("curl")
-        .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default(), "-H", "Content-Type: application/json", "-d", body])
+        .args([
+            "-s",
+            "--unix-socket",
+            d.sock().to_str().unwrap_or_default(),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
         .arg("http://x/v1.47/containers/tt/exec")
         .output()
         .expect("curl");
@@ -427,7 +470,17 @@ fn tcp_only_with_mutual_tls() {
         .arg(d.tmp.path().join("run"))
         .arg("-H")
         .arg(format!("unix://{}", d.sock().display()))
-        .args(["-H", &tcp, "--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c("server-cert.pem"), "--tlskey", &c("server-key.pem")])
+        .args([
+            "-H",
+            &tcp,
+            "--tlsverify",
+            "--tlscacert",
+            &c("ca.pem"),
+            "--tlscert",
+            &c("server-cert.pem"),
+            "--tlskey",
+            &c("server-key.pem"),
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -443,7 +496,17 @@ fn tcp_only_with_mutual_tls() {
     let tls_cli = |cert: &str, args: &[&str]| {
         let mut cmd = Command::new(berth());
         cmd.env_remove("DOCKER_HOST")
-            .args(["-H", &tcp, "--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c(&format!("{cert}-cert.pem")), "--tlskey", &c(&format!("{cert}-key.pem"))])
+            .args([
+                "-H",
+                &tcp,
+                "--tlsverify",
+                "--tlscacert",
+                &c("ca.pem"),
+                "--tlscert",
+                &c(&format!("{cert}-cert.pem")),
+                "--tlskey",
+                &c(&format!("{cert}-key.pem")),
+            ])
             .args(args)
             .stdin(Stdio::null());
         run_timeout(cmd, Duration::from_secs(60))
@@ -454,7 +517,17 @@ fn tcp_only_with_mutual_tls() {
     let o = Command::new("docker")
         .env_remove("DOCKER_HOST")
         .env("DOCKER_CONFIG", d.tmp.path().join("docker-config"))
-        .args(["--tlsverify", "--tlscacert", &c("ca.pem"), "--tlscert", &c("client-cert.pem"), "--tlskey", &c("client-key.pem"), "-H", &tcp])
+        .args([
+            "--tlsverify",
+            "--tlscacert",
+            &c("ca.pem"),
+            "--tlscert",
+            &c("client-cert.pem"),
+            "--tlskey",
+            &c("client-key.pem"),
+            "-H",
+            &tcp,
+        ])
         .args(["run", "--rm", "busybox", "echo", "docker-over-tls"])
         .output()
         .expect("docker");
@@ -479,7 +552,16 @@ fn tcp_only_with_mutual_tls() {
 #[test]
 fn cp_stats_commit_info_version() {
     let Some(d) = Daemon::start() else { return };
-    d.bok(&["run", "-d", "--name", "box", "busybox", "sh", "-c", "mkdir -p /d/sub; echo a > /d/f; echo b > /d/sub/g; ln -s /etc/passwd /d/link; exec sleep 300"]);
+    d.bok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /d/sub; echo a > /d/f; echo b > /d/sub/g; ln -s /etc/passwd /d/link; exec sleep 300",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.b(&["exec", "box", "test", "-L", "/d/link"]).status.code() != Some(0) {
         assert!(Instant::now() < deadline, "the container never made its files");
@@ -499,7 +581,10 @@ fn cp_stats_commit_info_version() {
     assert_eq!(std::fs::read_to_string(&renamed).expect("renamed"), "a\n");
     let docker_copy = out.join("by-docker");
     d.ok(&["cp", "box:/d/f", docker_copy.to_str().unwrap_or_default()]);
-    assert!(std::fs::symlink_metadata(&docker_copy).expect("docker copy").is_file(), "docker cp got a link, not the file");
+    assert!(
+        std::fs::symlink_metadata(&docker_copy).expect("docker copy").is_file(),
+        "docker cp got a link, not the file"
+    );
     // A symlink as the source is copied as itself; -L copies what it leads to.
     let as_link = out.join("as-link");
     d.bok(&["cp", "box:/d/link", as_link.to_str().unwrap_or_default()]);
@@ -509,7 +594,12 @@ fn cp_stats_commit_info_version() {
     assert!(followed.starts_with("root:"), "{followed}");
     // The archive the API serves names no host path.
     let o = Command::new("curl")
-        .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default(), "http://x/containers/box/archive?path=/d/f"])
+        .args([
+            "-s",
+            "--unix-socket",
+            d.sock().to_str().unwrap_or_default(),
+            "http://x/containers/box/archive?path=/d/f",
+        ])
         .output()
         .expect("curl");
     assert!(!text(&o.stdout).contains(d.tmp.path().to_str().unwrap_or("/tmp")), "the archive leaks a host path");
@@ -539,13 +629,27 @@ fn image_and_volume_events() {
     d.bok(&["rmi", "ev:1"]);
     d.bok(&["volume", "create", "evvol"]);
     d.bok(&["volume", "rm", "evvol"]);
-    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 1).to_string();
+    let until =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 1).to_string();
     let fmt = "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}{{.Actor.ID}}";
     let images = d.bok(&["events", "--since", &t0, "--until", &until, "--filter", "type=image", "--format", fmt]);
     let lines: Vec<&str> = images.lines().collect();
     assert_eq!(lines.len(), 2, "{images}");
-    assert!(lines[0].starts_with("image tag ev:1sha256:") && lines[1].starts_with("image untag ev:1sha256:"), "{images}");
-    let vols = d.ok(&["events", "--since", &t0, "--until", &until, "--filter", "type=volume", "--format", "{{.Action}} {{.Actor.ID}}"]);
+    assert!(
+        lines[0].starts_with("image tag ev:1sha256:") && lines[1].starts_with("image untag ev:1sha256:"),
+        "{images}"
+    );
+    let vols = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &until,
+        "--filter",
+        "type=volume",
+        "--format",
+        "{{.Action}} {{.Actor.ID}}",
+    ]);
     assert_eq!(vols, "create evvol\ndestroy evvol\n");
     let o = d.b(&["events", "--since", &t0, "--until", &until, "--filter", "bogus=1"]);
     assert_eq!(o.status.code(), Some(1));
@@ -555,7 +659,16 @@ fn image_and_volume_events() {
 #[test]
 fn signals_reach_the_container_through_the_cli() {
     let Some(d) = Daemon::start() else { return };
-    let mut c = d.berth(&["run", "--rm", "--name", "sig", "busybox", "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; sleep 100 & wait"]);
+    let mut c = d.berth(&[
+        "run",
+        "--rm",
+        "--name",
+        "sig",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 7' TERM; echo ready; sleep 100 & wait",
+    ]);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().expect("berth run");
     let mut out = child.stdout.take().expect("stdout");
@@ -570,7 +683,8 @@ fn signals_reach_the_container_through_the_cli() {
         assert!(n > 0, "output ended early");
         seen.extend_from_slice(&b[..n]);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill");
     let mut rest = String::new();
     use std::io::Read as _;
     out.read_to_string(&mut rest).expect("rest");
@@ -599,7 +713,10 @@ fn custom_seccomp_profile_from_a_file_is_sent_as_json() {
     }
     assert_eq!(d.bok(&["run", "--rm", "--security-opt", &opt, "busybox", "sh", "-c", "echo allowed"]), "allowed\n");
     // A path sent to the API is refused: the daemon reads no file for a client.
-    let body = format!(r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"SecurityOpt":["seccomp={}"]}}}}"#, profile.display());
+    let body = format!(
+        r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"SecurityOpt":["seccomp={}"]}}}}"#,
+        profile.display()
+    );
     let curl = |args: &[&str]| {
         let o = Command::new("curl")
             .args(["-s", "--unix-socket", d.sock().to_str().unwrap_or_default()])
@@ -608,7 +725,8 @@ fn custom_seccomp_profile_from_a_file_is_sent_as_json() {
             .expect("curl");
         text(&o.stdout)
     };
-    let created = curl(&["-H", "Content-Type: application/json", "-d", &body, "http://x/v1.47/containers/create?name=bypath"]);
+    let created =
+        curl(&["-H", "Content-Type: application/json", "-d", &body, "http://x/v1.47/containers/create?name=bypath"]);
     assert!(created.contains("\"Id\""), "{created}");
     let started = curl(&["-X", "POST", "-w", " %{http_code}", "http://x/v1.47/containers/bypath/start"]);
     assert!(started.ends_with(" 400") && started.contains("profile's JSON"), "{started}");

@@ -6,7 +6,9 @@
 //! An entry is a file `<dir>/<hash>.json` holding the program, the filter's
 //! load flags and the *whole* key it was made from: the profile as JSON
 //! and everything else the rendering depends on (this module's source,
-//! berth's version, libseccomp's version and API level, the kernel). An
+//! berth's version, libseccomp's version, the kernel's release and build:
+//! libseccomp's API level follows from those two, and asking for it probes
+//! the kernel with a dozen syscalls on every start). An
 //! entry is used only when its key is byte-for-byte the one asked for, so
 //! a hash collision or a stale entry can only cost a compile, never hand
 //! out another profile's program.
@@ -75,14 +77,14 @@ fn cache_key(seccomp: &LinuxSeccomp) -> Option<String> {
     let version = libseccomp::ScmpVersion::current().ok()?;
     let uts = rustix::system::uname();
     Some(format!(
-        "berth-seccomp-cache 1\nberth {}\nsource {:016x}\nlibseccomp {}.{}.{} api {}\nkernel {} {}\n{profile}",
+        "berth-seccomp-cache 2\nberth {}\nsource {:016x}\nlibseccomp {}.{}.{}\nkernel {} {} {}\n{profile}",
         env!("CARGO_PKG_VERSION"),
         hash(TRANSLATION_SOURCE),
         version.major,
         version.minor,
         version.micro,
-        libseccomp::get_api(),
         uts.release().to_string_lossy(),
+        uts.version().to_string_lossy(),
         uts.machine().to_string_lossy(),
     ))
 }
@@ -96,11 +98,8 @@ fn load(dir: &Path, name: &str, key: &str, seccomp: &LinuxSeccomp) -> Option<Fil
     if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && trusted(&m)) {
         return None;
     }
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir.join(name))
-        .ok()?;
+    let mut f =
+        fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(dir.join(name)).ok()?;
     let m = f.metadata().ok()?;
     if !m.is_file() || !trusted(&m) || m.len() > MAX_ENTRY_BYTES {
         return None;

@@ -199,7 +199,8 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 pub fn close_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range only closes this process's own descriptors; the
     // caller owns none of them any more (no OwnedFd refers to them after).
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    let r =
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
     if r == 0 {
         Ok(())
     } else {
