@@ -27,8 +27,6 @@ use crate::record::{ContainerRecord, RunState, Status};
 use crate::volumes::{Volume, Volumes};
 use crate::{client, mounts, spec, user};
 
-/// The descriptor a monitor gets its prebound socket on (`--listen-fd`).
-
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
