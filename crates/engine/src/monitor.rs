@@ -37,6 +37,9 @@ use crate::logs::LogWriter;
 use crate::paths::{ContainerPaths, Paths};
 use crate::record::{ContainerRecord, RunState, Status};
 
+/// How long after a start the monitor trims its heap (see `trim_at`).
+const TRIM_DELAY: Duration = Duration::from_millis(100);
+
 /// A request on the monitor socket (one JSON line).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -168,6 +171,10 @@ struct Monitor {
     pid: i32,
     exit: Option<i32>,
     kill_at: Option<Instant>,
+    /// When to give the setup's freed heap back to the kernel: a moment
+    /// after the start rather than at once, so that a container that exits
+    /// right away is reaped first (and then the monitor exits anyway).
+    trim_at: Option<Instant>,
     /// The health check, if the container has one.
     check: Option<crate::health::Check>,
     /// Its process.json.
@@ -248,7 +255,7 @@ pub fn run(paths: &Paths, id: &str, wait_attach: usize, listener: Option<UnixLis
         match m.start() {
             Ok(pid) => {
                 answer(&mut ready, &Ready { ok: true, pid, error: String::new(), code: 0 });
-                crate::sys::release_free_memory();
+                m.trim_at = Some(Instant::now() + TRIM_DELAY);
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -353,6 +360,7 @@ impl Monitor {
             pid: 0,
             exit: None,
             kill_at: None,
+            trim_at: None,
             check: crate::health::check(rec_health.as_ref()),
             check_process: paths.run_root.join("exec").join(format!("{id}-health.json")),
             check_run: None,
@@ -509,7 +517,7 @@ impl Monitor {
             (Some(r), Some(c)) => Some(Instant::now() + c.timeout.saturating_sub(r.elapsed())),
             _ => self.next_check,
         };
-        let wake = [deadline, self.kill_at, check_deadline].into_iter().flatten().min();
+        let wake = [deadline, self.kill_at, check_deadline, self.trim_at].into_iter().flatten().min();
         let timeout = match wake {
             Some(t) => PollTimeout::try_from(t.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1)
                 .unwrap_or(PollTimeout::MAX),
@@ -580,6 +588,10 @@ impl Monitor {
             self.accept();
         }
         self.health_tick();
+        if self.trim_at.is_some_and(|t| Instant::now() >= t) {
+            self.trim_at = None;
+            crate::sys::release_free_memory();
+        }
         if let Some(t) = self.kill_at {
             if Instant::now() >= t && self.exit.is_none() {
                 self.kill_at = None;

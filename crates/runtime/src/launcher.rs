@@ -242,6 +242,12 @@ pub fn launch(l: Launch<'_>) -> Result<Launched> {
 }
 
 fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid, in_v2: bool) -> Result<i32> {
+    // The limits go in while stage 1 joins its v1 hierarchies (a dozen
+    // cgroup.procs writes on a hybrid host): both take ~1 ms, and nothing
+    // of the container's runs before our Go.
+    if let Some(r) = l.resources {
+        l.cgroup.set(r)?;
+    }
     match ch.recv().ctx(|| "reading from container setup".into())? {
         Some(Msg::Stage1Ready { userns }) => {
             if userns {
@@ -254,9 +260,6 @@ fn parent_stage1(l: &Launch<'_>, ch: &Channel, stage1: Pid, in_v2: bool) -> Resu
     }
     if !in_v2 {
         l.cgroup.join_v2(stage1.as_raw())?;
-    }
-    if let Some(r) = l.resources {
-        l.cgroup.set(r)?;
     }
     ch.send(&Msg::Go).ctx(|| "signalling container setup".into())?;
     match ch.recv().ctx(|| "reading from container setup".into())? {
