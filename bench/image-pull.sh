@@ -533,7 +533,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
   echo "toolchain, headers), 24 MiB of random data and a last layer with whiteouts;"
   echo "manifest \`$img_digest\`."
   echo "$RUNS runs per tool in $RUNS interleaved rounds (\`hyperfine -N --runs 1\` per round, every tool once, order"
-  echo "rotated each round). \"Cold\": before every run"
+  echo "rotated and reversed every other round, a pause after each tool). \"Cold\": before every run"
   echo "(untimed) the tool's store is removed (unmounted first) and \`sync\` is run; dockerd is"
   echo "restarted on an empty data root. The registry's blobs and the baselines' blobs are in the page cache."
   echo

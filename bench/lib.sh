@@ -3,7 +3,9 @@
 # interleaved_hyperfine NAMES CMDS PREPARES ROUNDS PER_ROUND WARMUP OUT [CLEANUP]
 #
 # Times every command in ROUNDS rounds of PER_ROUND runs each (hyperfine
-# -N), the order of the commands rotated every round, and merges the
+# -N), the order of the commands changed every round (rotated, and
+# reversed every other round), with a pause of SETTLE seconds (default 1)
+# after each command's runs, and merges the
 # rounds' JSON into OUT: one hyperfine-style result per command with every
 # timing kept (`times`) plus the per-round medians (`round_medians`).
 # Why: this VM is shared and its speed drifts (2x within an hour was
@@ -18,34 +20,48 @@
 interleaved_hyperfine() {
   local -n _ih_names=$1 _ih_cmds=$2 _ih_prep=$3
   local rounds=$4 per=$5 warmup=$6 out=$7 cleanup=${8:-}
-  local dir n r i t
+  local dir n r i t k
   dir=$(mktemp -d /tmp/berth-bench-rounds.XXXXXX)
   n=${#_ih_names[@]}
   for ((r = 0; r < rounds; r++)); do
-    local order=() hf=()
+    local order=() hf=() line=()
+    # Shift by r, and reverse every other round: with a plain rotation
+    # each command would always follow the same one, and inherit what
+    # that one leaves running (podman's cleanup process, for one).
     for ((i = 0; i < n; i++)); do order+=("${_ih_names[$(((i + r) % n))]}"); done
-    hf=(hyperfine -N --style basic --runs "$per" --export-json "$dir/$r.json")
-    if [ "$r" = 0 ] && [ "$warmup" -gt 0 ]; then hf+=(--warmup "$warmup"); fi
-    if [ ${#_ih_prep[@]} -gt 0 ]; then
-      for t in "${order[@]}"; do hf+=(--prepare "${_ih_prep[$t]}"); done
+    if ((r % 2 == 1)); then
+      local rev=()
+      for ((i = n - 1; i >= 0; i--)); do rev+=("${order[$i]}"); done
+      order=("${rev[@]}")
     fi
-    [ -z "$cleanup" ] || hf+=(--cleanup "$cleanup")
-    for t in "${order[@]}"; do hf+=(-n "$t" "${_ih_cmds[$t]}"); done
-    [ "$r" != 0 ] || echo "bench: round 0: ${hf[*]}" >&2
-    if ! "${hf[@]}" >"$dir/$r.log" 2>&1; then
-      cat "$dir/$r.log" >&2
-      echo "bench: hyperfine failed in round $r" >&2
-      rm -rf "$dir"
-      return 1
-    fi
-    echo "bench: round $((r + 1))/$rounds: $(jq -r '[.results[] | "\(.command) \(.median * 100000 | round / 100) ms"] | join(", ")' "$dir/$r.json")" >&2
+    k=0
+    for t in "${order[@]}"; do
+      # One hyperfine per command, and a pause between them, so that
+      # background work one leaves behind settles before the next.
+      hf=(hyperfine -N --style basic --runs "$per" --export-json "$dir/$r-$k.json")
+      if [ "$r" = 0 ] && [ "$warmup" -gt 0 ]; then hf+=(--warmup "$warmup"); fi
+      if [ ${#_ih_prep[@]} -gt 0 ]; then hf+=(--prepare "${_ih_prep[$t]}"); fi
+      [ -z "$cleanup" ] || hf+=(--cleanup "$cleanup")
+      hf+=(-n "$t" "${_ih_cmds[$t]}")
+      [ "$r" != 0 ] || echo "bench: round 0: ${hf[*]}" >&2
+      if ! "${hf[@]}" >"$dir/$r-$k.log" 2>&1; then
+        cat "$dir/$r-$k.log" >&2
+        echo "bench: hyperfine failed in round $r ($t)" >&2
+        rm -rf "$dir"
+        return 1
+      fi
+      line+=("$t $(jq -r '.results[0].median * 100000 | round / 100' "$dir/$r-$k.json") ms")
+      k=$((k + 1))
+      sleep "${SETTLE:-1}"
+    done
+    echo "bench: round $((r + 1))/$rounds: $(IFS=,; echo "${line[*]}")" >&2
   done
   jq -s --arg order "$(printf '%s\n' "${_ih_names[@]}")" --argjson per "$per" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     def mean: add / length;
     def stddev: mean as $m | if length > 1 then (map(. - $m | . * .) | add / (length - 1) | sqrt) else null end;
     [.[].results[]] as $all
-    | { note: "merged from \(length) hyperfine invocations (rounds) of \($per) runs per command, order rotated each round",
+    | { note: "merged from \(length) hyperfine invocations (\($per) runs of one command each; commands interleaved in rounds, order rotated and reversed every other round, a pause after each)",
         results: [ $order | split("\n")[] | select(. != "") as $c
           | [$all[] | select(.command == $c)] as $rs
           | ([$rs[].times[]]) as $t
