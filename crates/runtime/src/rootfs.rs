@@ -8,16 +8,18 @@
 //! onto the host.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use crate::inroot::RootDir;
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
 use crate::error::{Context, Error, Result};
 use crate::mount_options::{self, MountOptions};
+use crate::sys;
 
 /// What the rootfs setup needs beyond the spec.
 #[derive(Debug)]
@@ -229,26 +231,48 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: &RootDir, dest: &Path, typ: &str,
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("tmpfs"), &magic(&target), Some("tmpfs"), tmpfs_flags, Some("mode=755"))
         .map_err(|e| io_err("mounting cgroup tmpfs".into(), e))?;
+    // The tmpfs was mounted over `target`: its root, reopened, is fresh and
+    // ours alone (nothing of the container runs yet), so its entries are
+    // made relative to it rather than each resolved from the rootfs again.
+    let base = resolve(root, dest)?;
     let (binds, links) = v1_layout(&ctx.cgroup_dirs);
-    for (controller, dir) in binds {
-        let sub = dest.join(controller);
-        let t = mkdir_in(root, &sub)?;
-        mount(Some(dir), &magic(&t), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+    let entry = |name: &str| -> Result<OwnedFd> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        nix::fcntl::openat(&base, name, flags, Mode::empty())
+            .map_err(|e| io_err(format!("opening {name} in {}", dest.display()), e))
+    };
+    for (controller, dir) in &binds {
+        nix::sys::stat::mkdirat(&base, *controller, Mode::from_bits_truncate(0o755))
+            .map_err(|e| io_err(format!("creating {controller} in {}", dest.display()), e))?;
+        let t = entry(controller)?;
+        mount(Some(*dir), &magic(&t), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .map_err(|e| io_err(format!("bind {}", dir.display()), e))?;
-        let t = resolve(root, &sub)?;
-        remount(&magic(&t), opts.flags | tmpfs_flags, ctx.userns)?;
     }
-    if !links.is_empty() {
-        // The tmpfs was mounted over `target`: reopen the directory.
-        let dir = resolve(root, dest)?;
-        for (name, to) in links {
-            nix::unistd::symlinkat(to, &dir, name)
-                .map_err(|e| io_err(format!("symlink {} -> {to} in {}", name, dest.display()), e))?;
+    for (name, to) in links {
+        nix::unistd::symlinkat(to, &base, name)
+            .map_err(|e| io_err(format!("symlink {} -> {to} in {}", name, dest.display()), e))?;
+    }
+    // One mount_setattr for the tmpfs and every bind under it; a kernel
+    // without it (before 5.12) gets the remounts one by one.
+    let all = opts.flags | tmpfs_flags;
+    let readonly = opts.flags.contains(MsFlags::MS_RDONLY);
+    let attrs = [
+        (MsFlags::MS_NOSUID, sys::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, sys::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, sys::MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_RDONLY, sys::MOUNT_ATTR_RDONLY),
+    ]
+    .iter()
+    .filter(|(f, _)| all.contains(*f))
+    .fold(0, |acc, (_, a)| acc | a);
+    if sys::set_recursive_attrs(std::os::fd::AsFd::as_fd(&base), attrs).is_err() {
+        for (controller, _) in &binds {
+            let t = entry(controller)?;
+            remount(&magic(&t), all, ctx.userns)?;
         }
-    }
-    if opts.flags.contains(MsFlags::MS_RDONLY) {
-        let t = resolve(root, dest)?;
-        remount_fs(&magic(&t), tmpfs_flags | MsFlags::MS_RDONLY)?;
+        if readonly {
+            remount_fs(&magic(&base), tmpfs_flags | MsFlags::MS_RDONLY)?;
+        }
     }
     Ok(())
 }

@@ -85,11 +85,23 @@ fn cgroup_mount_shows_the_container_cgroup() {
         return;
     }
     let mut b = Bundle::new(
-        "ls /sys/fs/cgroup | tr '\\n' ' '; cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids",
+        "ls /sys/fs/cgroup | tr '\\n' ' '; \
+         (echo 5 > /sys/fs/cgroup/pids/pids.max) 2>/dev/null || echo pids-readonly; \
+         mkdir /sys/fs/cgroup/x 2>/dev/null || echo tmpfs-readonly; \
+         grep -c ' /sys/fs/cgroup/[^ ]* ro,nosuid,nodev,noexec' /proc/self/mountinfo; \
+         cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids",
     );
     b.config["linux"]["resources"] = json!({"pids": {"limit": 77}});
     let out = ok(&b.run());
     assert!(out.contains("memory") && out.contains("pids"), "{out}");
+    // Every hierarchy's bind, and the tmpfs holding them, are read-only.
+    assert!(out.contains("pids-readonly") && out.contains("tmpfs-readonly"), "{out}");
+    let host_hierarchies = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .count();
+    assert!(out.lines().any(|l| l.trim().parse::<usize>().is_ok_and(|n| n >= host_hierarchies)), "{out}");
     assert!(out.lines().any(|l| l.ends_with(" 77") || l == "77"), "{out}");
     // With a cgroup namespace the container sees itself at the root.
     assert!(out.trim_end().ends_with(":pids:/"), "{out}");
