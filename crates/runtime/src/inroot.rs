@@ -81,13 +81,27 @@ impl RootDir {
         if let Ok(f) = self.openat2(Path::new(path), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC) {
             return Ok(f.into());
         }
-        // Walk down from the root; every prefix is resolved from the root
-        // again, so symlinks met on the way (absolute or `..`) are followed
-        // as inside the container, never relative to a subdirectory.
+        // Walk down from the deepest prefix that exists (usually the
+        // parent: found first, looking upwards); every prefix is resolved
+        // from the root again, so symlinks met on the way (absolute or
+        // `..`) are followed as inside the container, never relative to a
+        // subdirectory.
         let parts = normal_components(path);
-        let mut prefix = PathBuf::from("/");
-        let mut dir = self.openat2(&prefix, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)?;
-        for part in parts {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut found = None;
+        for n in (1..parts.len()).rev() {
+            let prefix: PathBuf =
+                std::iter::once(PathBuf::from("/")).chain(parts[..n].iter().map(PathBuf::from)).collect();
+            if let Ok(fd) = self.openat2(&prefix, flags) {
+                found = Some((n, prefix, fd));
+                break;
+            }
+        }
+        let (start, mut prefix, mut dir) = match found {
+            Some(f) => f,
+            None => (0, PathBuf::from("/"), self.openat2(Path::new("/"), flags)?),
+        };
+        for part in parts.into_iter().skip(start) {
             prefix.push(&part);
             dir = match self.openat2(&prefix, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC) {
                 Ok(fd) => fd,
