@@ -373,7 +373,7 @@ impl Monitor {
     /// A line in the monitor's own log.
     fn note(&mut self, msg: &str) {
         if let Some(f) = &mut self.mlog {
-            let _ = writeln!(f, "{} {msg}", berth_runtime::state::now_rfc3339());
+            let _ = f.write_all(format!("{} {msg}\n", berth_runtime::state::now_rfc3339()).as_bytes());
         }
     }
 
@@ -713,7 +713,8 @@ impl Monitor {
                 Ok(req) => self.handle(req, sock),
                 Err(e) => {
                     let mut s = sock;
-                    let _ = writeln!(s, "{}", serde_json::json!({"error": format!("bad request: {e}")}));
+                    let _ =
+                        s.write_all(json_line(&serde_json::json!({"error": format!("bad request: {e}")})).as_bytes());
                 }
             }
         }
@@ -721,7 +722,7 @@ impl Monitor {
 
     fn handle(&mut self, req: Request, mut sock: UnixStream) {
         let reply = |s: &mut UnixStream, v: serde_json::Value| {
-            let _ = writeln!(s, "{v}");
+            let _ = s.write_all(json_line(&v).as_bytes());
         };
         match req {
             Request::Attach { stdin, stdout, stderr } => {
@@ -895,7 +896,7 @@ impl Monitor {
         self.save();
         self.released = release;
         for mut w in self.waiters.drain(..) {
-            let _ = writeln!(w, "{}", serde_json::json!({"StatusCode": code}));
+            let _ = w.write_all(json_line(&serde_json::json!({"StatusCode": code})).as_bytes());
         }
         for c in self.clients.drain(..) {
             let _ = c.sock.shutdown(std::net::Shutdown::Both);
@@ -941,13 +942,20 @@ impl Monitor {
             return;
         }
         for mut w in self.waiters.drain(..) {
-            let _ = writeln!(w, "{}", serde_json::json!({"StatusCode": self.state.exit_code}));
+            let _ = w.write_all(json_line(&serde_json::json!({"StatusCode": self.state.exit_code})).as_bytes());
         }
         let _ = std::fs::remove_file(&self.paths.socket);
         self.state.monitor_pid = 0;
         self.state.pid = 0;
         self.save();
     }
+}
+
+/// `v` as one JSON line, to go out in one write: `writeln!` on an unbuffered
+/// socket sends every formatting piece separately (eight sends for
+/// `{"StatusCode":0}`, each waking the reader).
+fn json_line(v: &serde_json::Value) -> String {
+    format!("{v}\n")
 }
 
 /// The request line a client opens with (at most 4 KiB), and not a byte
