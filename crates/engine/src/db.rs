@@ -67,6 +67,14 @@ impl ContainerDb {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// The record of `id` (a full id), if there is one.
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
+        let Some(v) = t.get(id).map_err(|e| self.err(e))? else { return Ok(None) };
+        serde_json::from_slice(v.value()).map(Some).map_err(|e| self.err(format!("record {id}: {e}")))
+    }
+
     /// Every record.
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;

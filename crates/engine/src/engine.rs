@@ -297,8 +297,16 @@ impl Engine {
     /// Finds a container by full id, name (with or without `/`) or a
     /// unique id prefix.
     pub fn resolve(&self, name: &str) -> Result<Container> {
-        let all = self.list()?;
         let n = name.strip_prefix('/').unwrap_or(name);
+        // A full id (what clients use once they know it, and Docker's first
+        // rule) is one lookup; names and prefixes need every record.
+        if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(record) = self.db.get(n)? {
+                let state = self.current_state(&record.id);
+                return Ok(Container { record, state });
+            }
+        }
+        let all = self.list()?;
         if let Some(c) = all.iter().find(|c| c.record.id == n || c.record.name == n) {
             return Ok(c.clone());
         }

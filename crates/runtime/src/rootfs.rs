@@ -62,7 +62,13 @@ pub fn prepare(ctx: &RootfsContext<'_>) -> Result<()> {
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
         .map_err(|e| io_err("setting propagation of /".into(), e))?;
-    make_parent_private(ctx.rootfs)?;
+    // After a recursive slave or private, no mount is shared any more: the
+    // mount table (read and parsed on every start otherwise) need not be
+    // looked at.
+    let none_shared = prop.contains(MsFlags::MS_REC) && prop.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if !none_shared {
+        make_parent_private(ctx.rootfs)?;
+    }
     mount(Some(ctx.rootfs), ctx.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| io_err(format!("bind mounting rootfs {}", ctx.rootfs.display()), e))?;
     Ok(())
