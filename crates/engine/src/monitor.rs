@@ -890,10 +890,14 @@ impl Monitor {
         self.state.pid = 0;
         self.state.finished_at = berth_runtime::state::now_rfc3339();
         if release {
-            let _ = std::fs::remove_file(&self.paths.socket);
             self.state.monitor_pid = 0;
         }
+        // The exit is on record before the socket goes: a client that finds
+        // no socket reads the state instead, and must find the exit there.
         self.save();
+        if release {
+            let _ = std::fs::remove_file(&self.paths.socket);
+        }
         self.released = release;
         for mut w in self.waiters.drain(..) {
             let _ = w.write_all(json_line(&serde_json::json!({"StatusCode": code})).as_bytes());

@@ -86,6 +86,20 @@ fn berth_cli_runs_and_manages_containers() {
 }
 
 #[test]
+fn run_rm_reports_the_exit_code_of_a_container_that_exits_at_once() {
+    // The monitor of a --rm container retires (no socket, no monitor pid)
+    // as it reports the exit; a waiter that finds the socket gone reads the
+    // state instead, so the exit must be recorded there first.
+    let Some(d) = Daemon::start() else { return };
+    for i in 0..12 {
+        let code = 1 + i % 5;
+        let o = d.b(&["run", "--rm", "busybox", "sh", "-c", &format!("exit {code}")]);
+        assert_eq!(o.status.code(), Some(code), "run {i}: {}", text(&o.stderr));
+    }
+    assert_eq!(d.bok(&["ps", "-aq"]), "", "--rm left a container behind");
+}
+
+#[test]
 fn berth_cli_init_reaps_and_forwards_signals() {
     let Some(d) = Daemon::start() else { return };
     // An orphan whose parent exits is re-parented to PID 1; `sleep` as PID 1
