@@ -156,6 +156,37 @@ struct MonitorCli {
     args: monitor_cmd::MonitorArgs,
 }
 
+/// `berth [global flags] run …` alone, for [`hot_path`]: the same global
+/// flags and `run` arguments as [`Cli`], without the other verbs.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version)]
+struct RunCli {
+    #[command(flatten)]
+    store: image_cmd::StoreArgs,
+    #[command(flatten)]
+    daemon: client::DaemonArgs,
+    #[command(subcommand)]
+    command: RunOnly,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunOnly {
+    Run(Box<client::run_cmd::RunArgs>),
+}
+
+/// `berth run`, the client's start path, through [`RunCli`] when `run` is
+/// among the arguments. Anything it does not accept as a run (another
+/// verb, `--help`, a bad flag) goes to the full [`Cli`], which parses it
+/// again and speaks for itself.
+fn run_hot_path() -> Option<i32> {
+    if !std::env::args_os().skip(1).any(|a| a == "run") {
+        return None;
+    }
+    let cli = RunCli::try_parse().ok()?;
+    let RunOnly::Run(a) = cli.command;
+    Some(client::run_verb(&cli.daemon, &cli.store, 125, |c| client::run_cmd::run_cmd(c, *a)))
+}
+
 /// The two commands on the container start path, `berth runtime …` (which
 /// runs twice per container: once more from the sealed view) and `berth
 /// monitor …`, parsed without building the whole docker-verb command tree:
@@ -184,7 +215,7 @@ fn hot_path() -> Option<i32> {
 fn main() {
     let code = if invoked_as_runtime() {
         runtime_cmd::main(runtime_cmd::RuntimeCli::parse_from(std::env::args_os()))
-    } else if let Some(code) = hot_path() {
+    } else if let Some(code) = hot_path().or_else(run_hot_path) {
         code
     } else {
         let cli = Cli::parse();
@@ -220,4 +251,41 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_hot_path_parses_as_the_full_cli() {
+        let argv = [
+            "berth",
+            "-H",
+            "unix:///x.sock",
+            "--root",
+            "/r",
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "--name",
+            "n",
+            "-v",
+            "/a:/b:ro",
+            "busybox",
+            "sh",
+            "-c",
+            "true",
+        ];
+        let full = Cli::try_parse_from(argv).expect("full parser");
+        let Command::Run(a) = full.command else { panic!("not a run: {full:?}") };
+        let hot = RunCli::try_parse_from(argv).expect("run parser");
+        let RunOnly::Run(b) = hot.command;
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(format!("{:?}", full.daemon), format!("{:?}", hot.daemon));
+        assert_eq!(format!("{:?}", full.store), format!("{:?}", hot.store));
+        // Another verb (even with "run" among its arguments) is not a run.
+        assert!(RunCli::try_parse_from(["berth", "ps", "--filter", "name=run"]).is_err());
+    }
 }
