@@ -265,8 +265,22 @@ fn wait_condition(engine: &crate::Server, c: &Container, condition: &str) -> i64
             return i64::from(code);
         }
         if engine.resolve(&id).is_err() {
-            // Removed by a path that did not announce it.
-            return i64::from(last_exit);
+            // Removed. An auto-removal announces the exit code just after
+            // the record goes, and a waiter that slept through the whole
+            // run has no code of its own yet: give the announcement a
+            // moment before settling for the last code seen.
+            let until = std::time::Instant::now() + Duration::from_millis(500);
+            loop {
+                let g = engine.changes.generation();
+                if let Some(code) = engine.changes.removed_code(&id) {
+                    return i64::from(code);
+                }
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return i64::from(last_exit);
+                }
+                engine.changes.wait(g, left);
+            }
         }
         let st = engine.current_state(&id);
         let restarted = st.started_at != first_start && st.started_at != ZERO_TIME;
@@ -275,6 +289,11 @@ fn wait_condition(engine: &crate::Server, c: &Container, condition: &str) -> i64
             "next-exit" | "removed" if running(st.status) => {
                 let code = match engine.wait(&id) {
                     Ok(code) => code,
+                    Err(_) if engine.resolve(&id).is_err() => {
+                        // Removed meanwhile (its state files may be gone
+                        // too): the removal branch above answers.
+                        continue;
+                    }
                     Err(_) => {
                         // The monitor stopped answering: the container
                         // exited as we asked, and the monitor is finishing.

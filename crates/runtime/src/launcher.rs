@@ -314,13 +314,30 @@ fn stage1(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
     if !rest.is_empty() {
         nix::sched::unshare(rest).ctx(|| format!("creating namespaces {rest:?}"))?;
     }
+    // Stage 2 waits for this pipe's EOF (our exit) before it starts: the
+    // parent must read our Pid before anything stage 2 sends on the same
+    // channel, and under load stage 2 could otherwise get its whole setup
+    // done and send Ready first.
+    let (pid_sent_r, pid_sent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     match sys::fork().ctx(|| "fork".into())? {
         sys::Fork::Parent(pid) => {
+            drop(pid_sent_r);
             ch.send(&Msg::Pid(pid.as_raw())).ctx(|| "reporting container pid".into())?;
+            drop(pid_sent_w);
             sys::exit_now(0);
         }
         sys::Fork::Child => {}
     }
+    drop(pid_sent_w);
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(&pid_sent_r, &mut b) {
+            Ok(0) => break,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    drop(pid_sent_r);
     let err = match stage2(l, ch) {
         Ok(never) => match never {},
         Err(e) => e,
