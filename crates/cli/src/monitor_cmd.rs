@@ -18,7 +18,7 @@ pub struct MonitorArgs {
     /// Attach clients to wait for before starting.
     #[arg(long, default_value_t = 0)]
     pub wait_attach: usize,
-    /// The monitor socket, already bound and listening (descriptor number).
+    /// The monitor socket, already bound and listening, is stdin (only 0).
     #[arg(long, hide = true)]
     pub listen_fd: Option<i32>,
     /// Container id.

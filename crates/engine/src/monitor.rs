@@ -183,9 +183,9 @@ struct Monitor {
     check_run: Option<crate::health::Running>,
     next_check: Option<Instant>,
     started: Instant,
-    /// The last exit of a `--rm` container was recorded as the monitor's
-    /// end (socket gone, no monitor pid): nothing more may be written to
-    /// the container's directory, which the daemon is removing.
+    /// The monitor's end is on record ([`Monitor::finish_for_removal`]:
+    /// socket gone, no monitor pid): nothing more may be written to the
+    /// container's directory, which the daemon may be removing.
     released: bool,
 }
 
@@ -876,8 +876,8 @@ impl Monitor {
     }
 
     /// Records an exit; answers waiters; ends attach streams. With
-    /// `release`, also records that the monitor is done (see `released`)
-    /// before the waiters hear of the exit.
+    /// `release`, the monitor is done as well ([`Self::finish_for_removal`]),
+    /// on record before the waiters hear of the exit.
     fn on_exit(&mut self, code: i32, release: bool) {
         let _ = self.log.flush_partial();
         if let Some(mut r) = self.check_run.take() {
@@ -890,17 +890,10 @@ impl Monitor {
         self.state.pid = 0;
         self.state.finished_at = berth_runtime::state::now_rfc3339();
         if release {
-            self.state.monitor_pid = 0;
-        }
-        // The exit is on record before the socket goes: a client that finds
-        // no socket reads the state instead, and must find the exit there.
-        self.save();
-        if release {
-            let _ = std::fs::remove_file(&self.paths.socket);
-        }
-        self.released = release;
-        for mut w in self.waiters.drain(..) {
-            let _ = w.write_all(json_line(&serde_json::json!({"StatusCode": code})).as_bytes());
+            self.finish_for_removal();
+        } else {
+            self.save();
+            self.answer_waiters();
         }
         for c in self.clients.drain(..) {
             let _ = c.sock.shutdown(std::net::Shutdown::Both);
@@ -939,19 +932,28 @@ impl Monitor {
     }
 
     /// The end of [`Self::finish`] without the teardown, for a container the
-    /// daemon removes (and releases) next: answers waiters, removes the
-    /// socket, records that no monitor watches any more.
+    /// daemon removes (and releases) next: records that no monitor watches
+    /// any more, removes the socket, answers waiters. Once only. The state
+    /// is saved before the socket goes: a client that finds no socket reads
+    /// the state instead, and must find the exit there.
     fn finish_for_removal(&mut self) {
         if self.released {
             return;
         }
-        for mut w in self.waiters.drain(..) {
-            let _ = w.write_all(json_line(&serde_json::json!({"StatusCode": self.state.exit_code})).as_bytes());
-        }
-        let _ = std::fs::remove_file(&self.paths.socket);
+        self.released = true;
         self.state.monitor_pid = 0;
         self.state.pid = 0;
         self.save();
+        let _ = std::fs::remove_file(&self.paths.socket);
+        self.answer_waiters();
+    }
+
+    /// Tells every waiter the recorded exit code.
+    fn answer_waiters(&mut self) {
+        let line = json_line(&serde_json::json!({"StatusCode": self.state.exit_code}));
+        for mut w in self.waiters.drain(..) {
+            let _ = w.write_all(line.as_bytes());
+        }
     }
 }
 

@@ -1,46 +1,25 @@
 //! The engine's only `unsafe`: returning freed heap to the kernel
 //! (`malloc_trim`); bringing up the loopback interface of a
 //! container's network namespace (Docker's `--network none` has `lo` up
-//! with 127.0.0.1; a fresh namespace has it down); taking over the listening
-//! socket the daemon hands a monitor as a descriptor number.
+//! with 127.0.0.1; a fresh namespace has it down). Also: taking over the
+//! listening socket the daemon hands a monitor as its stdin.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 
-/// Takes the listening unix socket the daemon passed as descriptor `fd`
-/// (`berth monitor --listen-fd`; the daemon passes it as stdin, 0),
-/// close-on-exec from now on. Call once, first thing: the descriptor
-/// becomes owned by the result. Descriptor 0 is duplicated rather than
-/// taken: stdin is replaced by /dev/null later, which closes it there.
+/// Takes the listening unix socket the daemon handed the monitor as its
+/// stdin (`berth monitor --listen-fd 0`), as a close-on-exec copy: stdin
+/// itself is replaced by /dev/null later, which closes it there. Any other
+/// descriptor number is refused (the daemon only ever passes 0).
 pub fn inherited_listener(fd: RawFd) -> std::io::Result<UnixListener> {
-    if fd == 0 {
-        let owned = rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 3)?;
-        return listener_from(owned, fd);
+    if fd != 0 {
+        return Err(std::io::Error::other(format!("descriptor {fd}: the listener comes as stdin, 0")));
     }
-    if fd < 3
-        || rustix::io::fcntl_getfd(
-            // SAFETY: only borrowed for this check; an fd that is not open
-            // makes fcntl fail with EBADF.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        )
-        .is_err()
-    {
-        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: `fd` is open (checked above) and was handed to this process
-    // by the daemon for it alone; nothing else in the process owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)?;
-    listener_from(owned, fd)
-}
-
-/// `owned` as a listener, if it is a listening socket (`fd`: its number
-/// as passed, for the error).
-fn listener_from(owned: OwnedFd, fd: RawFd) -> std::io::Result<UnixListener> {
+    let owned = rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 3)?;
     let st = rustix::fs::fstat(&owned)?;
     let is_socket = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket;
     if !is_socket || !rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false) {
-        return Err(std::io::Error::other(format!("descriptor {fd} is not a listening socket")));
+        return Err(std::io::Error::other("stdin is not a listening socket"));
     }
     Ok(UnixListener::from(owned))
 }
