@@ -10,6 +10,10 @@
 //! - `berth pull`, `images`, `image …`, `tag`, `rmi`, …: the image store,
 //!   directly when no daemon holds it.
 
+// The C `main` is in [`sys`]: Rust's runtime setup is skipped (see
+// `berth_runtime::sys::process_start`). Tests keep the usual harness.
+#![cfg_attr(not(test), no_main)]
+
 mod archive_cmd;
 mod client;
 mod history_cmd;
@@ -19,6 +23,7 @@ mod monitor_cmd;
 mod registry_cmd;
 mod runtime_cmd;
 mod serve_cmd;
+mod sys;
 mod system_cmd;
 mod table;
 
@@ -91,6 +96,26 @@ enum Command {
     /// Per-container monitor (spawned by the daemon).
     #[command(hide = true)]
     Monitor(monitor_cmd::MonitorArgs),
+}
+
+/// Re-executes from the sealed view of the binary (see
+/// `berth_runtime::sys::sealed_exe`) before any argument parsing when the
+/// command line looks like a runtime `create`, `run` or `exec`: parsing it
+/// twice, before and after the re-exec, would cost ~0.3 ms per container.
+/// Only a shortcut: `runtime_cmd::main` checks again after parsing (a
+/// cached answer by then), and reports a failure to seal; an argument that
+/// merely looks like such a verb costs a needless re-exec, nothing else.
+fn seal_early() {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if !invoked_as_runtime() {
+        if args.peek().is_none_or(|a| a != "runtime") {
+            return;
+        }
+        args.next();
+    }
+    if args.any(|a| a == "create" || a == "run" || a == "exec") {
+        let _ = berth_runtime::sys::sealed_exe::ensure_sealed();
+    }
 }
 
 /// True when argv[0] asks for the runtime personality.
@@ -204,17 +229,28 @@ fn hot_path() -> Option<i32> {
         b
     };
     match verb.to_str()? {
-        "runtime" => {
-            Some(runtime_cmd::main(runtime_cmd::RuntimeCli::parse_from(std::iter::once(bin("runtime")).chain(args))))
+        "runtime" => Some(runtime_cmd::main(runtime_cmd::RuntimeCli::parse_args(bin("runtime"), args.collect()))),
+        "monitor" => {
+            let args: Vec<_> = args.collect();
+            let a = match monitor_cmd::MonitorArgs::fast_parse(args.iter().cloned()) {
+                Some(a) => a,
+                None => MonitorCli::parse_from(std::iter::once(bin("monitor")).chain(args)).args,
+            };
+            Some(monitor_cmd::main(a))
         }
-        "monitor" => Some(monitor_cmd::main(MonitorCli::parse_from(std::iter::once(bin("monitor")).chain(args)).args)),
         _ => None,
     }
 }
 
-fn main() {
+/// The program: parses the command line, runs the command, exits with its
+/// code. Called from the C `main` in [`sys`].
+#[cfg_attr(test, allow(dead_code))]
+fn berth_main() -> ! {
+    seal_early();
     let code = if invoked_as_runtime() {
-        runtime_cmd::main(runtime_cmd::RuntimeCli::parse_from(std::env::args_os()))
+        let mut args = std::env::args_os();
+        let bin = args.next().unwrap_or_default();
+        runtime_cmd::main(runtime_cmd::RuntimeCli::parse_args(bin, args.collect()))
     } else if let Some(code) = hot_path().or_else(run_hot_path) {
         code
     } else {

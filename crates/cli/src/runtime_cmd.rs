@@ -4,6 +4,7 @@
 //! can drive berth unchanged; global flags may appear before or after the
 //! subcommand.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -12,6 +13,8 @@ use berth_runtime::error::Error;
 use berth_runtime::{features, spec_default};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
+
+mod fast_args;
 
 /// Options every runtime subcommand accepts.
 #[derive(Debug, Args)]
@@ -59,6 +62,19 @@ pub struct RuntimeCli {
     global: Global,
     #[command(subcommand)]
     command: RtCommand,
+}
+
+impl RuntimeCli {
+    /// Parses a runtime command line (`args` without the program name;
+    /// `bin` names the program in clap's messages): the start-path commands
+    /// through the light [`fast_args`] parser, the rest (and any error or
+    /// `--help`) through clap, which exits after printing them.
+    pub fn parse_args(bin: OsString, args: Vec<OsString>) -> RuntimeCli {
+        match fast_args::parse(args.iter().cloned()) {
+            Some(cli) => cli,
+            None => RuntimeCli::parse_from(std::iter::once(bin).chain(args)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

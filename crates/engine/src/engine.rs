@@ -483,7 +483,7 @@ impl Engine {
                 user: &user,
                 mounts: &points,
             })?;
-            let json = serde_json::to_vec_pretty(&oci).map_err(|e| Error::BadRequest(e.to_string()))?;
+            let json = serde_json::to_vec(&oci).map_err(|e| Error::BadRequest(e.to_string()))?;
             berth_runtime::state::write_atomic(&paths.bundle().join("config.json"), &json, 0o600)?;
             // A fresh run: the user's earlier stop no longer holds.
             let mut st = monitor::load_state(&paths);

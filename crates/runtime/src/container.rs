@@ -351,7 +351,7 @@ impl Runtime {
                 )
                 .ctx(|| "chown exec fifo".into())?;
             }
-            sd.save(&st)?;
+            sd.save_creating(&st)?;
             let state_dir = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -823,11 +823,7 @@ fn kill_all(cg: &Manager, sig: Signal) -> Result<()> {
 }
 
 /// Removes the cgroup once its processes are gone (they may take a moment
-/// to exit after SIGKILL).
+/// to exit after SIGKILL: the removal retries while the cgroup is busy).
 fn destroy_cgroup(cg: &Manager) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while cg.pids().map(|p| !p.is_empty()).unwrap_or(false) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(cg.destroy()?)
+    Ok(cg.destroy_within(Duration::from_secs(5))?)
 }

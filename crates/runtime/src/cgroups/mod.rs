@@ -598,13 +598,18 @@ impl Manager {
     /// A frozen cgroup is thawed first (best-effort): on v1, killed tasks
     /// stay frozen and keep the cgroup busy until thawed.
     pub fn destroy(&self) -> Result<()> {
+        self.destroy_within(Duration::from_secs(2))
+    }
+
+    /// [`Self::destroy`] with another retry budget (`patience`, for the
+    /// whole call, not per directory).
+    pub fn destroy_within(&self, patience: Duration) -> Result<()> {
         if self.is_frozen().unwrap_or(false) {
             let _ = self.thaw();
         }
         let mut failures = Vec::new();
         let mut seen = HashSet::new();
-        // One retry budget for the whole call, not per directory.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + patience;
         for h in self.hierarchies.iter().chain(self.unified.iter()) {
             if seen.insert(h.dir.clone()) {
                 remove_tree(&h.dir, deadline, &mut failures);
@@ -697,34 +702,47 @@ fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
     Ok(())
 }
 
-/// Removes `dir` after its subdirectories (child cgroups).
+/// Removes `dir` after its subdirectories (child cgroups). The rmdir is
+/// tried first: a container's cgroup rarely has children, and listing a
+/// cgroupfs directory (dozens of control files in each of a dozen v1
+/// hierarchies) costs more than the removal itself. A cgroup that still
+/// has tasks (exiting after SIGKILL) answers EBUSY: retried until
+/// `deadline`.
 fn remove_tree(dir: &Path, deadline: Instant, failures: &mut Vec<(PathBuf, io::Error)>) {
-    match fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    remove_tree(&e.path(), deadline, failures);
-                }
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(_) => {} // let rmdir report it
-    }
     let mut delay = Duration::from_millis(1);
     loop {
-        match fs::remove_dir(dir) {
+        let e = match fs::remove_dir(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(100));
-            }
-            Err(e) => {
-                failures.push((dir.to_path_buf(), e));
-                return;
-            }
+            Err(e) => e,
+        };
+        let busy = matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY));
+        if busy && remove_children(dir, deadline, failures) {
+            continue;
+        }
+        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+            continue;
+        }
+        failures.push((dir.to_path_buf(), e));
+        return;
+    }
+}
+
+/// Removes the subdirectories of `dir`; true if there were any (and all
+/// of them went).
+fn remove_children(dir: &Path, deadline: Instant, failures: &mut Vec<(PathBuf, io::Error)>) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    let before = failures.len();
+    let mut any = false;
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            any = true;
+            remove_tree(&e.path(), deadline, failures);
         }
     }
+    any && failures.len() == before
 }
 
 // --- pure conversions ------------------------------------------------------

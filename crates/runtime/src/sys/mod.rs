@@ -15,6 +15,37 @@ use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use nix::unistd::Pid;
 
+/// What Rust's runtime does before `main` that berth relies on, for the
+/// `berth` binary, which skips that runtime (it is `no_main`: the
+/// runtime's stack-overflow guard reads /proc/self/maps and sets up an
+/// alternate signal stack, ~0.15 ms of every exec, and a container start
+/// execs berth two or three times):
+/// - a closed stdin, stdout or stderr is opened on /dev/null, so that no
+///   file berth opens later lands on fd 0–2 and receives its output;
+/// - SIGPIPE is ignored: a write to a closed pipe or socket is an EPIPE
+///   error to report, not a silent death. (std's process spawning still
+///   resets it to the default in children.)
+pub fn process_start() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: fds 0–2 are only polled here, before anything could own them.
+    let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+    let mut fds = stdio.map(|fd| PollFd::new(fd, PollFlags::empty()));
+    if poll(&mut fds, PollTimeout::ZERO).is_ok() {
+        for (fd, p) in stdio.iter().zip(fds.iter()) {
+            if p.revents().is_some_and(|r| r.contains(PollFlags::POLLNVAL)) {
+                // open() returns the lowest free descriptor: this one.
+                match nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+                    Ok(null) if null.as_raw_fd() == fd.as_raw_fd() => std::mem::forget(null),
+                    _ => std::process::abort(),
+                }
+            }
+        }
+    }
+    // SAFETY: SIG_IGN runs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
 /// Result of [`fork`], as seen by the calling process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fork {

@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -34,16 +35,25 @@ fn all_seals() -> SealFlag {
 /// overlayfs's f_type.
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 
+/// Set once [`is_sealed`] found this process sealed (an exec starts a new
+/// process image, and with it a cleared flag).
+static SEALED: AtomicBool = AtomicBool::new(false);
+
 /// True when the running executable is already a sealed memfd, or lives
 /// on a read-only overlayfs mount (our own detached one).
 pub fn is_sealed() -> bool {
+    if SEALED.load(Ordering::Relaxed) {
+        return true;
+    }
     let Ok(exe) = File::open("/proc/self/exe") else {
         return false;
     };
-    if let Ok(seals) = nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
-        return SealFlag::from_bits_truncate(seals).contains(all_seals());
-    }
-    on_read_only_overlay(exe.as_fd())
+    let sealed = match nix::fcntl::fcntl(exe.as_fd(), FcntlArg::F_GET_SEALS) {
+        Ok(seals) => SealFlag::from_bits_truncate(seals).contains(all_seals()),
+        Err(_) => on_read_only_overlay(exe.as_fd()),
+    };
+    SEALED.store(sealed, Ordering::Relaxed);
+    sealed
 }
 
 /// True when `f` lives on a read-only overlayfs mount.
