@@ -4,7 +4,7 @@
 #
 # Times every command in ROUNDS rounds of PER_ROUND runs each (hyperfine
 # -N), the order of the commands changed every round (rotated, and
-# reversed every other round), with a pause of SETTLE seconds (default 1)
+# reversed every other round), with a `sync` and a pause of SETTLE seconds (default 1)
 # after each command's runs, and merges the
 # rounds' JSON into OUT: one hyperfine-style result per command with every
 # timing kept (`times`) plus the per-round medians (`round_medians`).
@@ -52,6 +52,11 @@ interleaved_hyperfine() {
       fi
       line+=("$t $(jq -r '.results[0].median * 100000 | round / 100' "$dir/$r-$k.json") ms")
       k=$((k + 1))
+      # Flush what this command left dirty before the next one is timed:
+      # otherwise the next fsync (berth's and podman's durable record
+      # commits) would write out the previous command's data and journal
+      # too, and the order of the commands would decide who pays for it.
+      sync
       sleep "${SETTLE:-1}"
     done
     echo "bench: round $((r + 1))/$rounds: $(IFS=,; echo "${line[*]}")" >&2
@@ -61,7 +66,7 @@ interleaved_hyperfine() {
     def mean: add / length;
     def stddev: mean as $m | if length > 1 then (map(. - $m | . * .) | add / (length - 1) | sqrt) else null end;
     [.[].results[]] as $all
-    | { note: "merged from \(length) hyperfine invocations (\($per) runs of one command each; commands interleaved in rounds, order rotated and reversed every other round, a pause after each)",
+    | { note: "merged from \(length) hyperfine invocations (\($per) runs of one command each; commands interleaved in rounds, order rotated and reversed every other round, a sync and a pause after each)",
         results: [ $order | split("\n")[] | select(. != "") as $c
           | [$all[] | select(.command == $c)] as $rs
           | ([$rs[].times[]]) as $t
@@ -93,7 +98,7 @@ hierarchy_of() { awk -v c="$1" '$1 == c { print $2 }' /proc/cgroups; }
 ctrl_mounted() { findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$1"; }
 
 cgroups_for_crun_setup() {
-  local spec c need dir made u d
+  local spec c need dir made u d try
   [ -d /sys/fs/cgroup ] && [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] || return 0
   u=$(findmnt -rn -t cgroup2 -o TARGET | head -1)
   for spec in hugetlb net_cls,net_prio perf_event; do
@@ -103,19 +108,26 @@ cgroups_for_crun_setup() {
       ctrl_mounted "$c" || need=1
     done
     [ -n "$need" ] || continue
-    if [ "$spec" = hugetlb ] && [ -n "$u" ]; then
-      # Deepest first: a parent cannot drop what a child still enables.
-      while read -r d; do
-        if grep -qw hugetlb "$d/cgroup.subtree_control" 2>/dev/null \
-          && echo -hugetlb >"$d/cgroup.subtree_control" 2>/dev/null; then
-          cg_disabled+=("$d")
-        fi
-      done < <(find "$u" -type d | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
-    fi
     dir=/sys/fs/cgroup/$spec
     made=
     [ -d "$dir" ] || { mkdir "$dir" && made=1 && cg_created+=("$dir"); }
-    if mount -t cgroup -o "$spec" cgroup "$dir"; then
+    # A container cgroup that is still being removed (an engine removes
+    # --rm containers in the background) keeps hugetlb busy on cgroup2 for
+    # a moment: retry.
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+      if [ "$spec" = hugetlb ] && [ -n "$u" ]; then
+        # Deepest first: a parent cannot drop what a child still enables.
+        while read -r d; do
+          if grep -qw hugetlb "$d/cgroup.subtree_control" 2>/dev/null \
+            && echo -hugetlb >"$d/cgroup.subtree_control" 2>/dev/null; then
+            cg_disabled+=("$d")
+          fi
+        done < <(find "$u" -type d | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+      fi
+      mount -t cgroup -o "$spec" cgroup "$dir" 2>/dev/null && break
+      sleep 0.5
+    done
+    if mountpoint -q "$dir"; then
       cg_mounted+=("$dir")
       if [ -n "${KEEP_CGROUP_MOUNTS:-}" ]; then c="kept afterwards"; else c="unmounted afterwards"; fi
       cg_note "mounted cgroup v1 \`$spec\` at $dir for this run ($c)."
