@@ -4,13 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::record::ContainerRecord;
 
 /// id → JSON [`ContainerRecord`].
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+
+/// name → id: keeps names unique and finds a container by name without
+/// reading every record (a create, a rename and each name lookup would
+/// otherwise parse all of them).
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 
 /// The container database (cheap to clone: one shared handle).
 #[derive(Debug, Clone)]
@@ -26,9 +31,50 @@ impl ContainerDb {
         let db = Database::create(&path).map_err(|e| Error::Db(format!("{}: {e}", path.display())))?;
         let me = ContainerDb { db: std::sync::Arc::new(db), path };
         let tx = me.db.begin_write().map_err(|e| me.err(e))?;
-        tx.open_table(CONTAINERS).map_err(|e| me.err(e))?;
+        {
+            let containers = tx.open_table(CONTAINERS).map_err(|e| me.err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| me.err(e))?;
+            // A database from before the names table: index it once.
+            if names.is_empty().map_err(|e| me.err(e))? {
+                for row in containers.iter().map_err(|e| me.err(e))? {
+                    let (k, v) = row.map_err(|e| me.err(e))?;
+                    let rec: ContainerRecord =
+                        serde_json::from_slice(v.value()).map_err(|e| me.err(format!("record {}: {e}", k.value())))?;
+                    names.insert(rec.name.as_str(), k.value()).map_err(|e| me.err(e))?;
+                }
+            }
+        }
         tx.commit().map_err(|e| me.err(e))?;
         Ok(me)
+    }
+
+    /// The conflict error Docker gives for a name in use by `id`.
+    fn name_conflict(name: &str, id: &str) -> Error {
+        Error::Conflict(format!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+        ))
+    }
+
+    /// The id of the container called `name`, if any.
+    pub fn id_by_name(&self, name: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(NAMES).map_err(|e| self.err(e))?;
+        Ok(t.get(name).map_err(|e| self.err(e))?.map(|v| v.value().to_string()))
+    }
+
+    /// Up to `limit` ids that start with `prefix`, in order.
+    pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..).map_err(|e| self.err(e))? {
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            if !k.value().starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push(k.value().to_string());
+        }
+        Ok(out)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -41,27 +87,34 @@ impl ContainerDb {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
-            for row in t.iter().map_err(|e| self.err(e))? {
-                let (_, v) = row.map_err(|e| self.err(e))?;
-                let other: ContainerRecord = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
-                if other.name == rec.name {
-                    return Err(Error::Conflict(format!(
-                        "Conflict. The container name \"/{}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                        rec.name, other.id
-                    )));
-                }
+            let mut names = tx.open_table(NAMES).map_err(|e| self.err(e))?;
+            if let Some(other) = names.get(rec.name.as_str()).map_err(|e| self.err(e))? {
+                return Err(Self::name_conflict(&rec.name, other.value()));
             }
+            names.insert(rec.name.as_str(), rec.id.as_str()).map_err(|e| self.err(e))?;
             t.insert(rec.id.as_str(), json.as_slice()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Replaces an existing record.
+    /// Replaces an existing record (a new name must be free).
     pub fn update(&self, rec: &ContainerRecord) -> Result<()> {
         let json = serde_json::to_vec(rec).map_err(|e| self.err(e))?;
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.err(e))?;
+            let old_name = match t.get(rec.id.as_str()).map_err(|e| self.err(e))? {
+                Some(v) => serde_json::from_slice::<ContainerRecord>(v.value()).map_err(|e| self.err(e))?.name,
+                None => String::new(),
+            };
+            if old_name != rec.name {
+                if let Some(other) = names.get(rec.name.as_str()).map_err(|e| self.err(e))? {
+                    return Err(Self::name_conflict(&rec.name, other.value()));
+                }
+                names.remove(old_name.as_str()).map_err(|e| self.err(e))?;
+                names.insert(rec.name.as_str(), rec.id.as_str()).map_err(|e| self.err(e))?;
+            }
             t.insert(rec.id.as_str(), json.as_slice()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -113,8 +166,95 @@ impl ContainerDb {
         tx.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
-            t.remove(id).map_err(|e| self.err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.err(e))?;
+            let old = t.remove(id).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
+            if let Some(old) = old {
+                if let Ok(rec) = serde_json::from_slice::<ContainerRecord>(&old) {
+                    let ours = names.get(rec.name.as_str()).map_err(|e| self.err(e))?.is_some_and(|v| v.value() == id);
+                    if ours {
+                        names.remove(rec.name.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            created: String::new(),
+            image_name: "busybox".into(),
+            image_id: "sha256:x".into(),
+            config: Default::default(),
+            host_config: Default::default(),
+            log_path: String::new(),
+            layers: Vec::new(),
+            anon_volumes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn names_stay_unique_through_insert_rename_and_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ContainerDb::open(dir.path()).expect("open");
+        db.insert(&rec("aa11", "web")).expect("insert");
+        let e = db.insert(&rec("bb22", "web")).expect_err("name taken");
+        assert!(e.to_string().contains("\"/web\" is already in use by container \"aa11\""), "{e}");
+        db.insert(&rec("bb22", "db")).expect("insert");
+        assert_eq!(db.id_by_name("web").expect("lookup").as_deref(), Some("aa11"));
+
+        // Rename: the old name is free, the new one taken; a rename onto a
+        // taken name is refused and changes nothing.
+        db.update(&rec("aa11", "front")).expect("rename");
+        assert_eq!(db.id_by_name("web").expect("lookup"), None);
+        assert_eq!(db.id_by_name("front").expect("lookup").as_deref(), Some("aa11"));
+        db.update(&rec("bb22", "front")).expect_err("taken");
+        assert_eq!(db.get("bb22").expect("get").expect("there").name, "db");
+        db.insert(&rec("cc33", "web")).expect("the old name is free");
+
+        db.remove("aa11").expect("remove");
+        assert_eq!(db.id_by_name("front").expect("lookup"), None);
+        db.remove_lazily("cc33").expect("remove");
+        assert_eq!(db.id_by_name("web").expect("lookup"), None);
+        assert_eq!(db.list().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn prefixes_find_ids_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ContainerDb::open(dir.path()).expect("open");
+        for (id, name) in [("abc1", "a"), ("abc2", "b"), ("abd3", "c"), ("b000", "d")] {
+            db.insert(&rec(id, name)).expect("insert");
+        }
+        assert_eq!(db.ids_with_prefix("ab", 10).expect("prefix"), ["abc1", "abc2", "abd3"]);
+        assert_eq!(db.ids_with_prefix("abc", 1).expect("prefix"), ["abc1"]);
+        assert_eq!(db.ids_with_prefix("abd", 2).expect("prefix"), ["abd3"]);
+        assert!(db.ids_with_prefix("c", 2).expect("prefix").is_empty());
+    }
+
+    #[test]
+    fn a_database_without_the_names_table_is_indexed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // As an older berth left it: records only.
+            let db = Database::create(dir.path().join("containers.redb")).expect("create");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut t = tx.open_table(CONTAINERS).expect("table");
+                let json = serde_json::to_vec(&rec("aa11", "web")).expect("json");
+                t.insert("aa11", json.as_slice()).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let db = ContainerDb::open(dir.path()).expect("open");
+        assert_eq!(db.id_by_name("web").expect("lookup").as_deref(), Some("aa11"));
+        db.insert(&rec("bb22", "web")).expect_err("indexed name is taken");
     }
 }

@@ -298,21 +298,27 @@ impl Engine {
     /// unique id prefix.
     pub fn resolve(&self, name: &str) -> Result<Container> {
         let n = name.strip_prefix('/').unwrap_or(name);
-        // A full id (what clients use once they know it, and Docker's first
-        // rule) is one lookup; names and prefixes need every record.
-        if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if let Some(record) = self.db.get(n)? {
+        // Docker's order: a full id, a name, a unique id prefix; each one
+        // index lookup.
+        let found = |id: &str| -> Result<Option<Container>> {
+            Ok(self.db.get(id)?.map(|record| {
                 let state = self.current_state(&record.id);
-                return Ok(Container { record, state });
+                Container { record, state }
+            }))
+        };
+        if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(c) = found(n)? {
+                return Ok(c);
             }
         }
-        let all = self.list()?;
-        if let Some(c) = all.iter().find(|c| c.record.id == n || c.record.name == n) {
-            return Ok(c.clone());
+        if let Some(id) = self.db.id_by_name(n)? {
+            if let Some(c) = found(&id)? {
+                return Ok(c);
+            }
         }
-        let hits: Vec<&Container> = all.iter().filter(|c| !n.is_empty() && c.record.id.starts_with(n)).collect();
+        let hits = if n.is_empty() { Vec::new() } else { self.db.ids_with_prefix(n, 2)? };
         match hits.as_slice() {
-            [one] => Ok((*one).clone()),
+            [one] => found(one)?.ok_or_else(|| Error::NoSuchContainer(name.to_string())),
             [] => Err(Error::NoSuchContainer(name.to_string())),
             _ => Err(Error::BadRequest(format!("multiple IDs found with provided prefix: {name}"))),
         }
@@ -676,10 +682,11 @@ impl Engine {
                 "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
-        if let Some(other) = self.db.list()?.into_iter().find(|r| r.name == n && r.id != c.record.id) {
+        // The database refuses a name in use (before the record file is
+        // written: the check runs here, the commit below repeats it).
+        if let Some(other) = self.db.id_by_name(n)?.filter(|other| *other != c.record.id) {
             return Err(Error::Conflict(format!(
-                "Conflict. The container name \"/{n}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                other.id
+                "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
             )));
         }
         let mut rec = c.record;
