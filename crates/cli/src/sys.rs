@@ -1,7 +1,5 @@
 //! The process entry point, the one `unsafe` item of the binary.
 
-use std::ffi::{c_char, c_int};
-
 /// The C `main` that libc calls. The crate is `no_main`, so Rust's own
 /// runtime setup (and its `main` symbol) is left out: what berth needs of
 /// it is done by `berth_runtime::sys::process_start`.
@@ -10,7 +8,7 @@ use std::ffi::{c_char, c_int};
 // harness's `main`, do not build this one).
 #[cfg(not(test))]
 #[no_mangle]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
     berth_runtime::sys::process_start();
     crate::berth_main()
 }
