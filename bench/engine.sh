@@ -34,6 +34,23 @@ BERTH=${BERTH:-$repo/target/$(rustc -vV | sed -n 's/^host: //p')/release/berth}
 [ -x "$BERTH" ] || die "$BERTH missing (build it with scripts/build-release)"
 
 work=$(mktemp -d /tmp/berth-engine-bench.XXXXXX)
+# Every tool's state (berth's roots, crun's, podman's and dockerd's) lives
+# on a fresh ext4 (mkfs defaults, with a journal) on a sparse loop file,
+# as in image-pull.sh. This VM's root fs is an ext4 without a journal,
+# where each new inode skips every inode freed in the last 60 s (ext4
+# ialloc.c recently_deleted()): over thousands of container starts every
+# tool slowed round after round, most the one that writes the most files
+# per container (bench/README.md).
+img=""
+if [ -z "${NO_LOOP:-}" ] && command -v mkfs.ext4 >/dev/null; then
+  img=$(mktemp /var/tmp/berth-engine-bench.XXXXXX)
+  truncate -s 20G "$img"
+  mkfs.ext4 -q -F "$img"
+  mount -o loop "$img" "$work" || die "cannot loop-mount an ext4 on $work (NO_LOOP=1 to use $work's filesystem)"
+  fs_desc="a fresh ext4 on a loop device (mkfs.ext4 defaults, journal on)"
+else
+  fs_desc="$(findmnt -no FSTYPE --target "$work") $(findmnt -no SOURCE --target "$work")"
+fi
 daemon=""
 cleanup() {
   set +e
@@ -55,6 +72,7 @@ cleanup() {
   fi
   for m in $(findmnt -rn -o TARGET | grep "^$work" | sort -r); do umount -l "$m"; done
   rm -rf "$work"
+  [ -z "$img" ] || rm -f "$img"
   cgroups_for_crun_restore
 }
 trap cleanup EXIT
@@ -216,6 +234,7 @@ fi
   echo "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)."
   echo "Versions: berth $(cd "$repo" && git rev-parse --short HEAD) (static release build), $(docker version -f 'docker CLI {{.Client.Version}}' 2>/dev/null), $(crun --version | head -1)$( [ -n "$podman_ok" ] && echo ", $(podman --version)")."
   echo "Load average at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Every tool's state on $fs_desc."
   for cg_n in "${cg_notes[@]}"; do echo "- $cg_n"; done
   echo
   echo "### run --rm busybox true, client to exit ($RUNS runs each in $ROUNDS interleaved rounds, hyperfine)"

@@ -141,6 +141,9 @@ fn next_backoff(prev: Duration, ran: Duration) -> Duration {
 }
 
 struct Client {
+    /// Stable identity within this monitor: a step's indexes go stale
+    /// as soon as a failed write drops a client.
+    serial: u64,
     sock: UnixStream,
     stdin: bool,
     stdout: bool,
@@ -167,6 +170,8 @@ struct Monitor {
     /// The pty master, for resizes.
     pty: Option<OwnedFd>,
     clients: Vec<Client>,
+    /// The next [`Client::serial`].
+    next_client: u64,
     waiters: Vec<UnixStream>,
     pid: i32,
     exit: Option<i32>,
@@ -356,6 +361,7 @@ impl Monitor {
             close_stdin: false,
             pty: None,
             clients: Vec::new(),
+            next_client: 0,
             waiters: Vec::new(),
             pid: 0,
             exit: None,
@@ -565,7 +571,7 @@ impl Monitor {
             }
             for (k, &i) in readers.iter().enumerate() {
                 if hit(&fds[next + k]) {
-                    ready_clients.push(i);
+                    ready_clients.push(self.clients[i].serial);
                 }
             }
             (hit(&fds[0]), hit(&fds[1]))
@@ -581,8 +587,14 @@ impl Monitor {
         if stdin_writable {
             self.flush_stdin();
         }
-        for i in ready_clients.into_iter().rev() {
-            self.client_input(i);
+        // By serial, not index: pump() above drops a client whose socket
+        // fails (one that just detached, say), which shifts the indexes;
+        // a stale one read the wrong client's input or, past the end,
+        // panicked and took the monitor down with its container running.
+        for serial in ready_clients {
+            if let Some(i) = self.clients.iter().position(|c| c.serial == serial) {
+                self.client_input(i);
+            }
         }
         if accept_ready {
             self.accept();
@@ -728,7 +740,8 @@ impl Monitor {
             Request::Attach { stdin, stdout, stderr } => {
                 // Honoured only when the container was created with stdin open.
                 let stdin = stdin && self.rec.config.open_stdin.unwrap_or(false);
-                self.clients.push(Client { sock, stdin, stdout, stderr });
+                self.clients.push(Client { serial: self.next_client, sock, stdin, stdout, stderr });
+                self.next_client += 1;
             }
             Request::Wait => {
                 if let (Some(code), true) = (self.exit, self.outputs.is_empty()) {
