@@ -49,7 +49,7 @@ impl ContainerDb {
     }
 
     /// The conflict error Docker gives for a name in use by `id`.
-    fn name_conflict(name: &str, id: &str) -> Error {
+    pub fn name_conflict(name: &str, id: &str) -> Error {
         Error::Conflict(format!(
             "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
         ))

@@ -685,9 +685,7 @@ impl Engine {
         // The database refuses a name in use (before the record file is
         // written: the check runs here, the commit below repeats it).
         if let Some(other) = self.db.id_by_name(n)?.filter(|other| *other != c.record.id) {
-            return Err(Error::Conflict(format!(
-                "Conflict. The container name \"/{n}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
-            )));
+            return Err(ContainerDb::name_conflict(n, &other));
         }
         let mut rec = c.record;
         rec.name = n.to_string();
