@@ -489,6 +489,9 @@ pub async fn list(
     let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l: &usize| *l > 0);
     blocking(move || {
         let everything = engine.list()?;
+        for c in &everything {
+            crate::events::sync_health(&engine, c);
+        }
         let mut rows: Vec<Value> = everything
             .iter()
             .filter(|c| all || limit.is_some() || filters.contains_key("status") || running(c.state.status))
@@ -507,6 +510,7 @@ pub async fn list(
 pub async fn inspect(State(engine): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
     blocking(move || {
         let c = engine.resolve(&id)?;
+        crate::events::sync_health(&engine, &c);
         let r = &c.record;
         let st = &c.state;
         let paths = engine.container_paths(&r.id);

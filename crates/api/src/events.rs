@@ -27,6 +27,9 @@ pub struct Events {
     recent: Mutex<VecDeque<Value>>,
     /// Per container, the exit (`FinishedAt`) last reported as `die`.
     dies: Mutex<HashMap<String, String>>,
+    /// Per watched container, the number of the last health change
+    /// published (`RunState::health_changes`).
+    health: Mutex<HashMap<String, u64>>,
 }
 
 impl Default for Events {
@@ -35,6 +38,7 @@ impl Default for Events {
             tx: tokio::sync::broadcast::channel(256).0,
             recent: Mutex::new(VecDeque::new()),
             dies: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -155,7 +159,59 @@ impl Events {
     /// Forgets a removed container.
     pub fn forget(&self, id: &str) {
         self.dies.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
+
+    /// Publishes `health_status: X` for each of `changes` (numbered, see
+    /// `Request::Health`) not published yet, in order. Whoever learns of a
+    /// change first (the watcher, or a handler about to show the new
+    /// status) publishes it; the numbers keep it to one event each.
+    pub fn health_changes(&self, c: &berth_engine::engine::Container, changes: &[(u64, String)]) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = h.get_mut(&c.record.id) else { return };
+        for (n, status) in changes {
+            if *n > *last {
+                *last = *n;
+                // Under the lock, so that events go out in change order.
+                self.container(c, &format!("health_status: {status}"), &[]);
+            }
+        }
+    }
+
+    /// The last health change published for a watched container.
+    fn health_published(&self, id: &str) -> Option<u64> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+    }
+}
+
+/// Before a handler shows a container's health: publishes the changes the
+/// watcher has not yet, so that a client that sees a status in `inspect`
+/// or `ps` finds its event too (Docker publishes as it records).
+pub fn sync_health(s: &AppState, c: &berth_engine::engine::Container) {
+    let Some(last) = s.events.health_published(&c.record.id) else { return };
+    let latest = c.state.health_changes;
+    if latest <= last {
+        return;
+    }
+    let paths = s.container_paths(&c.record.id);
+    let req = berth_engine::monitor::Request::Health { after: last };
+    let changes = match berth_engine::client::call(&paths, &req, Some(Duration::from_secs(1))) {
+        Ok(Some(v)) => parse_changes(&v),
+        _ => Vec::new(),
+    };
+    let changes = if changes.is_empty() {
+        // The monitor is gone or no longer has them: the current status
+        // stands for the changes missed.
+        c.state.health.as_ref().map(|h| vec![(latest, h.status.clone())]).unwrap_or_default()
+    } else {
+        changes
+    };
+    s.events.health_changes(c, &changes);
+}
+
+/// The `Changes` of a monitor's answer to `Request::Health`.
+fn parse_changes(v: &Value) -> Vec<(u64, String)> {
+    serde_json::from_value(v["Changes"].clone()).unwrap_or_default()
 }
 
 /// Watches a container: publishes `die` at each exit while it runs (its
@@ -163,10 +219,15 @@ impl Events {
 /// last exit time before the start being watched, so an exit that happened
 /// before the watcher got going is still reported.
 pub fn watch(s: AppState, id: String, finished_before: String) {
-    let has_check =
-        s.resolve(&id).is_ok_and(|c| berth_engine::health::check(c.record.config.healthcheck.as_ref()).is_some());
-    if has_check {
-        watch_health(s.clone(), id.clone());
+    if let Ok(c) = s.resolve(&id) {
+        if berth_engine::health::check(c.record.config.healthcheck.as_ref()).is_some() {
+            // Changes before this start (or before this daemon) are not news.
+            let mut h = s.events.health.lock().unwrap_or_else(|e| e.into_inner());
+            let last = h.entry(id.clone()).or_default();
+            *last = (*last).max(c.state.health_changes);
+            drop(h);
+            watch_health(s.clone(), id.clone());
+        }
     }
     tokio::task::spawn_blocking(move || {
         if let Ok(c) = s.resolve(&id) {
@@ -198,8 +259,49 @@ pub fn watch(s: AppState, id: String, finished_before: String) {
     });
 }
 
-/// Publishes `health_status: X` when a running container's health changes.
+/// Publishes `health_status: X` as a running container's health changes:
+/// asks its monitor for the changes past the last one published
+/// (`Request::Health`), which it answers as soon as there are any, until
+/// the monitor ends.
 fn watch_health(s: AppState, id: String) {
+    tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let socket = s.container_paths(&id).socket;
+        loop {
+            let Some(after) = s.events.health_published(&id) else { return };
+            let Ok(mut conn) = tokio::net::UnixStream::connect(&socket).await else { return };
+            let req = berth_engine::monitor::Request::Health { after };
+            let Ok(mut line) = serde_json::to_vec(&req) else { return };
+            line.push(b'\n');
+            if conn.write_all(&line).await.is_err() {
+                return;
+            }
+            let mut answer = String::new();
+            if tokio::io::BufReader::new(conn).read_line(&mut answer).await.unwrap_or(0) == 0 {
+                return; // The monitor ended.
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&answer) else { return };
+            if v.get("error").is_some() {
+                // A monitor from an older berth, started before this
+                // daemon: it does not number the changes.
+                poll_health(s, id);
+                return;
+            }
+            let changes = parse_changes(&v);
+            let (s, id) = (s.clone(), id.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(c) = s.resolve(&id) {
+                    s.events.health_changes(&c, &changes);
+                }
+            })
+            .await;
+        }
+    });
+}
+
+/// [`watch_health`] for a monitor that cannot tell of changes: compares
+/// the recorded status every second.
+fn poll_health(s: AppState, id: String) {
     tokio::task::spawn_blocking(move || {
         let mut last: Option<String> = None;
         loop {
@@ -212,14 +314,12 @@ fn watch_health(s: AppState, id: String) {
             }
             let now = c.state.health.as_ref().map(|h| h.status.clone());
             if now != last {
-                if let Some(h) = &now {
-                    if h != "starting" {
-                        s.events.container(&c, &format!("health_status: {h}"), &[]);
-                    }
+                if let Some(h) = now.as_deref().filter(|h| *h != "starting") {
+                    s.events.container(&c, &format!("health_status: {h}"), &[]);
                 }
                 last = now;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_secs(1));
         }
     });
 }
@@ -228,7 +328,9 @@ fn matches(ev: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
     filters.iter().all(|(k, vals)| {
         vals.iter().any(|v| match k.as_str() {
             "type" => ev["Type"] == *v,
-            "event" => ev["Action"] == *v,
+            // `exec_start: sh` and `health_status: healthy` also match
+            // by the part before the colon, as Docker's filter does.
+            "event" => ev["Action"].as_str().is_some_and(|a| a == v || a.split_once(':').is_some_and(|(p, _)| p == v)),
             "container" => {
                 ev["Type"] == "container"
                     && (ev["Actor"]["ID"].as_str().is_some_and(|id| id.starts_with(v.as_str()))

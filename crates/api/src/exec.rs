@@ -89,7 +89,7 @@ pub async fn create(
                 message: format!("container {} is not running", c.record.id),
             });
         }
-        Ok(c.record.id)
+        Ok(c)
     })
     .await?;
     let keys = v
@@ -99,8 +99,18 @@ pub async fn create(
         .unwrap_or(berth_engine::detach::DEFAULT_DETACH_KEYS);
     let detach_keys = berth_engine::detach::parse_detach_keys(keys).map_err(ApiError::bad_request)?;
     let eid = berth_engine::engine::random_id()?;
-    let inst =
-        ExecInstance { container, config, stdin, stdout, stderr, running: false, exit_code: None, pid: 0, detach_keys };
+    s.events.container(&container, &format!("exec_create: {}", config.cmd.join(" ")), &[("execID", eid.clone())]);
+    let inst = ExecInstance {
+        container: container.record.id,
+        config,
+        stdin,
+        stdout,
+        stderr,
+        running: false,
+        exit_code: None,
+        pid: 0,
+        detach_keys,
+    };
     s.execs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(eid.clone(), inst);
     Ok((StatusCode::CREATED, Json(json!({"Id": eid}))))
 }
@@ -158,7 +168,11 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
     };
     let detach = v.get("Detach").and_then(|d| d.as_bool()).unwrap_or(false);
     let (s2, eid, cfg, cid) = (s.clone(), id.clone(), inst.config.clone(), inst.container.clone());
-    let (cmd, file) = blocking(move || Ok(s2.exec_command(&cid, &eid, &cfg)?)).await?;
+    let (cmd, file, container) = blocking(move || {
+        let (cmd, file) = s2.exec_command(&cid, &eid, &cfg)?;
+        Ok((cmd, file, s2.resolve(&cid)?))
+    })
+    .await?;
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(if inst.stdin && !detach { Stdio::piped() } else { Stdio::null() })
         .stdout(if detach { Stdio::null() } else { Stdio::piped() })
@@ -170,6 +184,7 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
         e.running = true;
         e.pid = pid;
     });
+    s.events.container(&container, &format!("exec_start: {}", inst.config.cmd.join(" ")), &[("execID", id.clone())]);
     let finish = {
         let s = s.clone();
         let id = id.clone();
@@ -180,6 +195,7 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
                 e.pid = 0;
             });
             let _ = std::fs::remove_file(&file);
+            s.events.container(&container, "exec_die", &[("execID", id.clone()), ("exitCode", code.to_string())]);
         }
     };
     if detach {

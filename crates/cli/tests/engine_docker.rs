@@ -689,6 +689,38 @@ fn events_with_since_until_and_filters() {
     ]);
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches(" <no value> <no value>").trim_end()).collect();
     assert_eq!(lines, vec!["create evvol", "mount evvol /data false", "unmount evvol"], "{out}");
+    // exec's create, start and die, with the command and the exit code;
+    // `event=exec_start` matches `exec_start: <command>`.
+    d.ok(&["run", "-d", "--name", "execd", "busybox", "sleep", "1000"]);
+    assert_eq!(d.run(&["exec", "execd", "sh", "-c", "exit 3"]).status.code(), Some(3));
+    let until =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=execd",
+        "--format",
+        "{{.Action}}|{{index .Actor.Attributes \"exitCode\"}}|{{len (index .Actor.Attributes \"execID\")}}",
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("exec")).collect();
+    assert_eq!(lines, vec!["exec_create: sh -c exit 3||64", "exec_start: sh -c exit 3||64", "exec_die|3|64"], "{out}");
+    let out = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "event=exec_start",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(out, "exec_start: sh -c exit 3\n");
+    d.ok(&["rm", "-f", "execd"]);
 }
 
 #[test]
@@ -873,7 +905,7 @@ fn limits_read_only_ulimit_stop_signal() {
 
 #[test]
 fn health_checks_in_inspect_ps_and_events() {
-    let Some(d) = Daemon::start() else { return };
+    let Some(mut d) = Daemon::start() else { return };
     let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
     d.ok(&[
         "run",
@@ -913,6 +945,48 @@ fn health_checks_in_inspect_ps_and_events() {
     ]);
     let health: Vec<&str> = events.lines().filter(|l| l.starts_with("health_status")).collect();
     assert_eq!(health, vec!["health_status: healthy", "health_status: unhealthy"], "{events}");
+
+    // After a live restore, the new daemon follows the checks again: a
+    // live `events` stream gets the next change without anyone looking at
+    // the container, and the changes before the restart are not news.
+    d.kill9();
+    d.spawn();
+    let mut stream = d
+        .docker(&["events", "--filter", "container=hc", "--format", "{{.Action}}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker events");
+    let out = stream.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The stream is subscribed once `docker events` has connected; an exec
+    // event shows it is.
+    d.ok(&["exec", "hc", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("exec_die")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("no exec events: {seen:?}")));
+    }
+    d.ok(&["exec", "hc", "touch", "/tmp/ready"]);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no health event after the restart: {seen:?}"));
+        if line.starts_with("health_status") {
+            assert_eq!(line, "health_status: healthy", "{seen:?}");
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
+    assert_eq!(d.inspect("hc", "{{.State.Health.Status}}"), "healthy");
     d.ok(&["rm", "-f", "hc"]);
 }
 

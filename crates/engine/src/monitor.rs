@@ -37,6 +37,9 @@ use crate::logs::LogWriter;
 use crate::paths::{ContainerPaths, Paths};
 use crate::record::{ContainerRecord, RunState, Status};
 
+/// How many health changes the monitor keeps for a daemon that asks late.
+const HEALTH_CHANGES_KEPT: usize = 8;
+
 /// How long after a start the monitor trims its heap (see `trim_at`).
 const TRIM_DELAY: Duration = Duration::from_millis(100);
 
@@ -80,6 +83,15 @@ pub enum Request {
         h: u16,
         /// Columns.
         w: u16,
+    },
+    /// Answer `{"Changes":[[seq,"healthy"],…]}` with the health changes
+    /// numbered above `after` ([`RunState::health_changes`]) once there
+    /// are any: at once if some happened already. The daemon publishes
+    /// each as a `health_status` event, so the events follow the checks
+    /// without polling. The connection closes when the monitor ends.
+    Health {
+        /// The last change the daemon has published.
+        after: u64,
     },
 }
 
@@ -173,6 +185,10 @@ struct Monitor {
     /// The next [`Client::serial`].
     next_client: u64,
     waiters: Vec<UnixStream>,
+    /// Daemons waiting for a health change: (connection, last change it has).
+    health_waiters: Vec<(UnixStream, u64)>,
+    /// The latest health changes, (number, status), oldest first.
+    health_changes: std::collections::VecDeque<(u64, String)>,
     pid: i32,
     exit: Option<i32>,
     kill_at: Option<Instant>,
@@ -363,6 +379,8 @@ impl Monitor {
             clients: Vec::new(),
             next_client: 0,
             waiters: Vec::new(),
+            health_waiters: Vec::new(),
+            health_changes: std::collections::VecDeque::new(),
             pid: 0,
             exit: None,
             kill_at: None,
@@ -808,6 +826,10 @@ impl Monitor {
                     Err(e) => reply(&mut sock, serde_json::json!({"error": e})),
                 }
             }
+            Request::Health { after } => {
+                self.health_waiters.push((sock, after));
+                self.answer_health_waiters();
+            }
             Request::Resize { h, w } => {
                 let r = match &self.pty {
                     Some(p) => rustix::termios::tcsetwinsize(
@@ -881,10 +903,25 @@ impl Monitor {
         let timed_out = code.is_none() || run.overdue(c.timeout);
         let result = run.result(if timed_out { None } else { code });
         let since = self.started.elapsed();
+        let mut changed = None;
         if let Some(h) = &mut self.state.health {
+            let before = h.status.clone();
             crate::health::record(h, result, &c, since);
+            if h.status != before && h.status != "starting" {
+                changed = Some(h.status.clone());
+            }
+        }
+        if let Some(status) = &changed {
+            self.state.health_changes += 1;
+            self.health_changes.push_back((self.state.health_changes, status.clone()));
+            if self.health_changes.len() > HEALTH_CHANGES_KEPT {
+                self.health_changes.pop_front();
+            }
         }
         self.save();
+        if changed.is_some() {
+            self.answer_health_waiters();
+        }
         self.next_check = Some(Instant::now() + c.interval);
     }
 
@@ -959,6 +996,19 @@ impl Monitor {
         self.save();
         let _ = std::fs::remove_file(&self.paths.socket);
         self.answer_waiters();
+        // Their connections close: the daemon's health watch ends.
+        self.health_waiters.clear();
+    }
+
+    /// Answers the health waiters that have not seen every change.
+    fn answer_health_waiters(&mut self) {
+        let latest = self.state.health_changes;
+        let (due, keep): (Vec<_>, Vec<_>) = self.health_waiters.drain(..).partition(|(_, after)| *after < latest);
+        self.health_waiters = keep;
+        for (mut w, after) in due {
+            let changes: Vec<_> = self.health_changes.iter().filter(|(n, _)| *n > after).collect();
+            let _ = w.write_all(json_line(&serde_json::json!({"Changes": changes, "Latest": latest})).as_bytes());
+        }
     }
 
     /// Tells every waiter the recorded exit code.

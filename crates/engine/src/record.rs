@@ -105,6 +105,11 @@ pub struct RunState {
     /// Health, for containers with a health check.
     #[serde(default)]
     pub health: Option<crate::health::Health>,
+    /// How many times the health changed to healthy or unhealthy, over all
+    /// runs: numbers the changes, so each becomes one `health_status`
+    /// event however the daemon learns of it (see `Request::Health`).
+    #[serde(default)]
+    pub health_changes: u64,
 }
 
 /// Docker's zero time, shown for times that never happened.
