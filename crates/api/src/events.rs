@@ -20,13 +20,25 @@ use crate::AppState;
 /// How many past events `since` can reach back to.
 const HISTORY: usize = 1024;
 
+/// How many removed containers [`Events::die`] remembers as removed.
+const REMOVED_KEPT: usize = 256;
+
+/// The `die` events published so far.
+#[derive(Debug, Default)]
+struct Dies {
+    /// Per container, the exit (`FinishedAt`) last reported.
+    last: HashMap<String, String>,
+    /// Containers removed lately (most recent last): no more `die` for them.
+    removed: VecDeque<String>,
+}
+
 /// The event bus.
 #[derive(Debug)]
 pub struct Events {
     tx: tokio::sync::broadcast::Sender<Value>,
     recent: Mutex<VecDeque<Value>>,
     /// Per container, the exit (`FinishedAt`) last reported as `die`.
-    dies: Mutex<HashMap<String, String>>,
+    dies: Mutex<Dies>,
     /// Per watched container, the number of the last health change
     /// published (`RunState::health_changes`).
     health: Mutex<HashMap<String, u64>>,
@@ -37,7 +49,7 @@ impl Default for Events {
         Events {
             tx: tokio::sync::broadcast::channel(256).0,
             recent: Mutex::new(VecDeque::new()),
-            dies: Mutex::new(HashMap::new()),
+            dies: Mutex::new(Dies::default()),
             health: Mutex::new(HashMap::new()),
         }
     }
@@ -125,10 +137,10 @@ impl Events {
             return;
         }
         let mut d = self.dies.lock().unwrap_or_else(|e| e.into_inner());
-        if d.get(&c.record.id) == Some(&st.finished_at) {
+        if d.removed.contains(&c.record.id) || d.last.get(&c.record.id) == Some(&st.finished_at) {
             return;
         }
-        d.insert(c.record.id.clone(), st.finished_at.clone());
+        d.last.insert(c.record.id.clone(), st.finished_at.clone());
         drop(d);
         self.container(c, "die", &[("exitCode", st.exit_code.to_string())]);
         self.volume_mounts(c, volumes, "unmount");
@@ -158,7 +170,15 @@ impl Events {
 
     /// Forgets a removed container.
     pub fn forget(&self, id: &str) {
-        self.dies.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let mut d = self.dies.lock().unwrap_or_else(|e| e.into_inner());
+        d.last.remove(id);
+        // A watcher that read the record just before the removal may
+        // still call `die`: the exit was published, or `rm` published it.
+        d.removed.push_back(id.to_string());
+        if d.removed.len() > REMOVED_KEPT {
+            d.removed.pop_front();
+        }
+        drop(d);
         self.health.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
@@ -232,7 +252,7 @@ pub fn watch(s: AppState, id: String, finished_before: String) {
     tokio::task::spawn_blocking(move || {
         if let Ok(c) = s.resolve(&id) {
             // The exit before this start is not news.
-            s.events.dies.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_insert(finished_before);
+            s.events.dies.lock().unwrap_or_else(|e| e.into_inner()).last.entry(id.clone()).or_insert(finished_before);
             let _ = c;
         }
         loop {
@@ -422,4 +442,67 @@ pub async fn stream(State(s): State<AppState>, Query(q): Query<HashMap<String, S
         }
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(tokio_stream(rx))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_engine::engine::Container;
+    use berth_engine::record::{RunState, Status};
+
+    fn exited(id: &str, finished_at: &str) -> Container {
+        let record = serde_json::from_value(json!({
+            "id": id, "name": "c", "created": "", "image_name": "busybox", "image_id": "",
+            "config": {}, "host_config": {}, "log_path": "", "layers": [],
+        }))
+        .expect("record");
+        let state =
+            RunState { status: Status::Exited, finished_at: finished_at.into(), exit_code: 3, ..RunState::created() };
+        Container { record, state }
+    }
+
+    fn actions(ev: &Events) -> Vec<String> {
+        let r = ev.recent.lock().expect("lock");
+        r.iter().map(|e| e["Action"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    #[test]
+    fn each_exit_is_one_die_and_none_after_removal() {
+        let ev = Events::default();
+        let c = exited("a1", "2026-12-08T00:00:01Z");
+        ev.die(&c, &[]);
+        ev.die(&c, &[]);
+        assert_eq!(actions(&ev), vec!["die"]);
+        ev.die(&exited("a1", "2026-12-08T00:00:02Z"), &[]);
+        assert_eq!(actions(&ev).len(), 2, "a later exit is news");
+        // rm published the die and forgot the container; a watcher that
+        // read the record before the removal must not publish it again.
+        ev.forget("a1");
+        ev.die(&exited("a1", "2026-12-08T00:00:02Z"), &[]);
+        assert_eq!(actions(&ev).len(), 2);
+    }
+
+    #[test]
+    fn health_changes_are_published_once_in_order() {
+        let ev = Events::default();
+        let c = exited("b2", "2026-12-08T00:00:01Z");
+        // Not watched: nothing to publish.
+        ev.health_changes(&c, &[(1, "healthy".into())]);
+        assert!(actions(&ev).is_empty());
+        ev.health.lock().expect("lock").insert("b2".into(), 4);
+        ev.health_changes(&c, &[(4, "healthy".into()), (5, "unhealthy".into()), (6, "healthy".into())]);
+        ev.health_changes(&c, &[(5, "unhealthy".into()), (6, "healthy".into())]);
+        assert_eq!(actions(&ev), vec!["health_status: unhealthy", "health_status: healthy"]);
+    }
+
+    #[test]
+    fn event_filter_matches_the_action_before_its_colon() {
+        let ev =
+            json!({"Type": "container", "Action": "exec_start: sh -c true", "Actor": {"ID": "x", "Attributes": {}}});
+        let f = |v: &str| HashMap::from([("event".to_string(), vec![v.to_string()])]);
+        assert!(matches(&ev, &f("exec_start")));
+        assert!(matches(&ev, &f("exec_start: sh -c true")));
+        assert!(!matches(&ev, &f("exec")));
+        assert!(!matches(&ev, &f("start")));
+    }
 }
