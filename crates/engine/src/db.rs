@@ -3,6 +3,7 @@
 //! mid-operation finds either the old or the new record.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -22,6 +23,16 @@ const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 pub struct ContainerDb {
     db: std::sync::Arc<Database>,
     path: PathBuf,
+    /// Lazy commits waiting for their durable commit ([`Self::flush_soon`]).
+    lazy: std::sync::Arc<Lazy>,
+}
+
+/// Lazy commits and the background durable commit that covers them.
+#[derive(Debug, Default)]
+struct Lazy {
+    /// (lazy commits so far, lazy commits made durable, a flusher runs).
+    state: Mutex<(u64, u64, bool)>,
+    done: Condvar,
 }
 
 impl ContainerDb {
@@ -29,7 +40,7 @@ impl ContainerDb {
     pub fn open(root: &Path) -> Result<ContainerDb> {
         let path = root.join("containers.redb");
         let db = Database::create(&path).map_err(|e| Error::Db(format!("{}: {e}", path.display())))?;
-        let me = ContainerDb { db: std::sync::Arc::new(db), path };
+        let me = ContainerDb { db: std::sync::Arc::new(db), path, lazy: Default::default() };
         let tx = me.db.begin_write().map_err(|e| me.err(e))?;
         {
             let containers = tx.open_table(CONTAINERS).map_err(|e| me.err(e))?;
@@ -83,8 +94,74 @@ impl ContainerDb {
 
     /// Inserts a new record; fails with a conflict if its name is taken.
     pub fn insert(&self, rec: &ContainerRecord) -> Result<()> {
+        self.insert_with(rec, redb::Durability::Immediate)
+    }
+
+    /// [`Self::insert`], visible at once but durable a moment later, in
+    /// the background: the caller must [`Self::wait_durable`] before
+    /// anything that must not outlive a lost record (a container's start).
+    /// For `--rm` containers, whose create is on `docker run`'s path: a
+    /// crash before the durable commit loses a container that never ran,
+    /// which a restarting daemon would remove anyway, as Docker does with
+    /// AutoRemove containers that are not running.
+    pub fn insert_lazily(&self, rec: &ContainerRecord) -> Result<()> {
+        self.insert_with(rec, redb::Durability::None)?;
+        self.flush_soon();
+        Ok(())
+    }
+
+    /// Starts a background durable commit covering the lazy commits so
+    /// far, unless one is running (it then makes another when done).
+    fn flush_soon(&self) {
+        let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += 1;
+        if st.2 {
+            return;
+        }
+        st.2 = true;
+        drop(st);
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("db-flush".into()).spawn(move || loop {
+            let target = me.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).0;
+            let ok = me.flush().is_ok();
+            let mut st = me.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
+            if ok {
+                st.1 = st.1.max(target);
+            }
+            if !ok || st.1 >= st.0 {
+                // On failure, the waiters flush themselves and see the error.
+                st.2 = false;
+                me.lazy.done.notify_all();
+                return;
+            }
+        });
+        if spawned.is_err() {
+            self.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).2 = false;
+        }
+    }
+
+    /// Waits until every lazy commit made before this call is durable.
+    pub fn wait_durable(&self) -> Result<()> {
+        let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
+        let target = st.0;
+        while st.1 < target && st.2 {
+            st = self.lazy.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.1 >= target {
+            return Ok(());
+        }
+        drop(st);
+        // No flusher at work (it failed, or could not be started).
+        self.flush()?;
+        let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1 = st.1.max(target);
+        Ok(())
+    }
+
+    fn insert_with(&self, rec: &ContainerRecord, durability: redb::Durability) -> Result<()> {
         let json = serde_json::to_vec(rec).map_err(|e| self.err(e))?;
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(CONTAINERS).map_err(|e| self.err(e))?;
             let mut names = tx.open_table(NAMES).map_err(|e| self.err(e))?;
@@ -224,6 +301,37 @@ mod tests {
         db.remove_lazily("cc33").expect("remove");
         assert_eq!(db.id_by_name("web").expect("lookup"), None);
         assert_eq!(db.list().expect("list").len(), 1);
+    }
+
+    /// In a child process (see the test below): lazy inserts, waits for
+    /// them to be durable, and dies without closing the database.
+    #[test]
+    fn lazy_insert_child() {
+        let Some(dir) = std::env::var_os("BERTH_DB_LAZY_CHILD") else { return };
+        let db = ContainerDb::open(Path::new(&dir)).expect("open");
+        for i in 0..20 {
+            db.insert_lazily(&rec(&format!("id{i:02}"), &format!("n{i}"))).expect("insert");
+        }
+        db.wait_durable().expect("durable");
+        // SAFETY: ends the process at once, like a crash: no destructor runs.
+        unsafe { libc::_exit(0) };
+    }
+
+    #[test]
+    fn lazy_inserts_are_durable_once_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = std::env::current_exe().expect("exe");
+        let st = std::process::Command::new(exe)
+            .args(["--exact", "db::tests::lazy_insert_child", "--nocapture"])
+            .env("BERTH_DB_LAZY_CHILD", dir.path())
+            .status()
+            .expect("child");
+        assert!(st.success(), "{st:?}");
+        let db = ContainerDb::open(dir.path()).expect("open");
+        assert_eq!(db.list().expect("list").len(), 20, "lazy inserts lost after wait_durable");
+        assert_eq!(db.id_by_name("n19").expect("lookup").as_deref(), Some("id19"));
+        // And with nothing pending, waiting returns at once.
+        db.wait_durable().expect("durable");
     }
 
     #[test]

@@ -417,7 +417,12 @@ impl Engine {
             let json = serde_json::to_vec(&record).map_err(|e| Error::BadRequest(e.to_string()))?;
             berth_runtime::state::write_atomic(&paths.config(), &json, 0o600)?;
             monitor::save_state(&paths, &RunState::created())?;
-            self.db.insert(&record)
+            if record.host_config.auto_remove.unwrap_or(false) {
+                // Off `docker run`'s path: durable before the start (below).
+                self.db.insert_lazily(&record)
+            } else {
+                self.db.insert(&record)
+            }
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&paths.dir);
@@ -496,7 +501,11 @@ impl Engine {
             st.manually_stopped = false;
             st.error.clear();
             st.start_attempts += 1;
-            monitor::save_state(&paths, &st)
+            monitor::save_state(&paths, &st)?;
+            // A container runs only once its record is durable (a --rm
+            // container's create commits lazily): a crash must not leave a
+            // container running that no restarted daemon knows of.
+            self.db.wait_durable()
         })();
         if let Err(e) = prepared {
             unmount();

@@ -445,20 +445,9 @@ impl Monitor {
             ours.push((1, out_r));
             ours.push((2, err_r));
         }
-        let created = self.rt.create(&id, &opts).and_then(|pid| {
-            // Loopback up before the program runs, as Docker's none network.
-            let own_netns = !crate::spec::host_network(&self.rec.host_config);
-            let up = if own_netns {
-                crate::sys::loopback_up(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
-            } else {
-                Ok(())
-            };
-            if let Err(e) = up {
-                let msg = format!("bringing up lo: {e}");
-                self.note(&msg);
-            }
-            self.rt.start(&id).map(|()| pid)
-        });
+        // (The runtime brings up the loopback of the container's own
+        // network namespace, as runc does: Docker's none network.)
+        let created = self.rt.create(&id, &opts).and_then(|pid| self.rt.start(&id).map(|()| pid));
         // The container holds its ends now; ours go back to /dev/null so
         // EOF on the pipes means every container process is gone.
         let _ = detach_stdio();

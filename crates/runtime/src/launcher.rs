@@ -363,6 +363,11 @@ fn stage2(l: &Launch<'_>, ch: &Channel) -> Result<std::convert::Infallible> {
     match &l.stage2 {
         Stage2::Init { spec, bundle, rootfs, state_dir, cgroup_dirs, no_pivot, parent_hooks } => {
             nix::unistd::setsid().ctx(|| "setsid".into())?;
+            if l.ns.new.contains(CloneFlags::CLONE_NEWNET) {
+                // A network namespace made here has only `lo`, and down;
+                // runc brings it up too (joined namespaces are left alone).
+                sys::set_link_up("lo").ctx(|| "bringing up lo in the new network namespace".into())?;
+            }
             // Device nodes get exactly the modes the spec asks for.
             nix::sys::stat::umask(nix::sys::stat::Mode::empty());
             let new_mnt = l.ns.new.contains(CloneFlags::CLONE_NEWNS);

@@ -18,7 +18,7 @@ fn namespaces_pid_uts_ipc_net_mount_cgroup() {
     require_root!();
     let mut b = Bundle::new(
         "echo pid=$$; hostname; cat /proc/sys/kernel/domainname; ls /sys/class/net | tr '\\n' ' '; echo; \
-         for n in pid uts ipc net mnt cgroup; do readlink /proc/self/ns/$n; done",
+         cat /sys/class/net/lo/flags; for n in pid uts ipc net mnt cgroup; do readlink /proc/self/ns/$n; done",
     );
     b.config["hostname"] = json!("box1");
     b.config["domainname"] = json!("example.test");
@@ -28,6 +28,8 @@ fn namespaces_pid_uts_ipc_net_mount_cgroup() {
     assert_eq!(lines.next(), Some("box1"));
     assert_eq!(lines.next(), Some("example.test"));
     assert_eq!(lines.next().map(str::trim), Some("lo"), "new netns has only lo");
+    // IFF_UP (0x1) | IFF_LOOPBACK (0x8): the runtime brought lo up, as runc.
+    assert_eq!(lines.next(), Some("0x9"), "lo is up");
     for line in lines {
         let (name, rest) = line.split_once(':').expect("ns link");
         let host =
@@ -39,7 +41,9 @@ fn namespaces_pid_uts_ipc_net_mount_cgroup() {
 #[test]
 fn user_namespace_maps_ids() {
     require_root!();
-    let mut b = Bundle::new("cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u /bin/busybox");
+    let mut b = Bundle::new(
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u /bin/busybox; cat /sys/class/net/lo/flags",
+    );
     let ns = b.config["linux"]["namespaces"].as_array_mut().expect("namespaces");
     ns.push(json!({"type": "user"}));
     b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
@@ -49,6 +53,7 @@ fn user_namespace_maps_ids() {
     assert!(st.success());
     let out = ok(&b.run());
     let fields: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(fields[4], vec!["0x9"], "lo is up in a netns owned by the new user namespace");
     assert_eq!(fields[0], vec!["0", "100000", "65536"]);
     assert_eq!(fields[1], vec!["0", "100000", "65536"]);
     assert_eq!(fields[2], vec!["0"]);

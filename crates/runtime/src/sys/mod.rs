@@ -295,3 +295,33 @@ pub fn set_recursive_attrs(fd: BorrowedFd<'_>, set: u64) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sets network interface `name` up (SIOCGIFFLAGS, then SIOCSIFFLAGS with
+/// IFF_UP) in this thread's network namespace: the loopback of a new
+/// network namespace starts down.
+pub fn set_link_up(name: &str) -> std::io::Result<()> {
+    let sock = rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::DGRAM, None)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq living across the call; SIOCGIFFLAGS
+    // only writes ifr_flags inside it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the flags member of the union was just set by the kernel.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS reads the ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
