@@ -232,9 +232,16 @@ impl Daemon {
         }
     }
 
-    /// Monitor processes of this daemon's root.
+    /// Monitor processes of this daemon's root (not the idle zygote, a
+    /// monitor started ahead for the next container).
     fn monitors(&self) -> Vec<i32> {
-        self.procs_with("\0monitor\0")
+        let zygotes = self.zygotes();
+        self.procs_with("\0monitor\0").into_iter().filter(|p| !zygotes.contains(p)).collect()
+    }
+
+    /// Idle zygotes of this daemon's root.
+    fn zygotes(&self) -> Vec<i32> {
+        self.procs_with("\0--zygote\0")
     }
 
     /// berth processes on this root whose command line contains `verb`.
@@ -556,11 +563,36 @@ fn live_restore_after_kill_9() {
     ]);
     d.wait_for("survivor", "{{.State.Status}}", "running");
     let pid = d.inspect("survivor", "{{.State.Pid}}");
+    // After a start the daemon keeps a monitor ready for the next one (a
+    // zygote); the next container's monitor is that process, and its
+    // command line names the container.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.zygotes().len() != 1 {
+        assert!(Instant::now() < deadline, "no zygote after a start: {:?}", d.zygotes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let zygote = d.zygotes()[0];
+    let second = d.ok(&["run", "-d", "--name", "second", "busybox", "sleep", "1000"]).trim().to_string();
+    let cmdline = std::fs::read(format!("/proc/{zygote}/cmdline")).expect("the zygote became the monitor");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains(&format!(" monitor --root {} ", d.root().display())), "{cmdline}");
+    assert!(cmdline.trim_end().ends_with(&second), "{cmdline}");
+    assert!(d.monitors().contains(&zygote));
+    let second_pid = d.inspect("second", "{{.State.Pid}}");
     d.kill9();
     std::thread::sleep(Duration::from_millis(300));
     assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container died with the daemon");
+    assert!(Path::new(&format!("/proc/{second_pid}")).exists(), "the zygote-born monitor's container died");
+    // The idle zygote leaves with the daemon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.zygotes().is_empty() {
+        assert!(Instant::now() < deadline, "zygote left after the daemon died: {:?}", d.zygotes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.spawn();
     assert_eq!(d.inspect("survivor", "{{.State.Status}} {{.State.Pid}}"), format!("running {pid}"));
+    assert_eq!(d.inspect("second", "{{.State.Status}} {{.State.Pid}}"), format!("running {second_pid}"));
+    d.ok(&["rm", "-f", "second"]);
     // A SIGTERM'd daemon exits promptly (its watchers wait on containers
     // that outlive it) and leaves the container running too.
     d.term();

@@ -56,6 +56,9 @@ pub struct Engine {
     /// it: they connect at once instead of polling for the monitor, which
     /// inherits the listener (see [`Engine::attach_pending`]).
     prebound: Mutex<HashMap<String, std::os::unix::net::UnixListener>>,
+    /// The monitor started ahead for the next start (from the first
+    /// start on: a daemon that never starts a container keeps none).
+    zygotes: std::sync::Arc<crate::zygote::Pool>,
 }
 
 /// A container as listed: its record and its state.
@@ -218,6 +221,7 @@ impl Engine {
             pending_attach: Mutex::new(HashMap::new()),
             sealed_exe,
             prebound: Mutex::new(HashMap::new()),
+            zygotes: Default::default(),
         })
     }
 
@@ -565,41 +569,64 @@ impl Engine {
         }
     }
 
-    /// Spawns `berth monitor` and reads its answer.
+    /// `berth monitor --zygote …` (see [`crate::zygote`]).
+    fn zygote_command(&self) -> Command {
+        let p = &self.cfg.paths;
+        let mut cmd = self.berth_command();
+        cmd.arg("monitor").arg("--zygote").arg(crate::zygote::CMDLINE_ROOM);
+        cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+        cmd
+    }
+
+    /// Starts the monitor of `id` (the idle zygote, else a new process)
+    /// and reads its answer.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
         let p = &self.cfg.paths;
         let waiting = self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0);
-        let mut cmd = self.berth_command();
-        cmd.arg("monitor").arg("--wait-attach").arg(waiting.to_string());
-        cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
         let prebound = self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        // The prebound listener goes in as the monitor's stdin: with no
-        // descriptor to move in the child, std spawns it with posix_spawn
-        // (vfork) instead of forking this multi-threaded daemon's whole
-        // address space. Ours closes with `cmd`, right after the spawn.
-        let stdin = match prebound {
-            Some(l) => {
-                cmd.arg("--listen-fd").arg("0");
-                Stdio::from(std::os::fd::OwnedFd::from(l))
+        let activation = crate::zygote::Activation { id: id.to_string(), wait_attach: waiting };
+        let from_zygote = self
+            .zygotes
+            .take()
+            .and_then(|z| z.activate(&activation, prebound.as_ref().map(std::os::fd::AsFd::as_fd)).ok());
+        let (mut child, out) = match from_zygote {
+            // The zygote has its own copy of the listener; ours closes.
+            Some(pair) => pair,
+            None => {
+                let mut cmd = self.berth_command();
+                cmd.arg("monitor").arg("--wait-attach").arg(waiting.to_string());
+                cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+                // The prebound listener goes in as the monitor's stdin: with no
+                // descriptor to move in the child, std spawns it with posix_spawn
+                // (vfork) instead of forking this multi-threaded daemon's whole
+                // address space. Ours closes with `cmd`, right after the spawn.
+                let stdin = match prebound {
+                    Some(l) => {
+                        cmd.arg("--listen-fd").arg("0");
+                        Stdio::from(std::os::fd::OwnedFd::from(l))
+                    }
+                    None => Stdio::null(),
+                };
+                let mut child = cmd
+                    .arg(id)
+                    .stdin(stdin)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ctx(|| format!("spawning the monitor ({})", self.cfg.exe.display()))?;
+                let out = child.stdout.take();
+                (child, out.ok_or_else(|| Error::Start("the monitor has no stdout".into()))?)
             }
-            None => Stdio::null(),
         };
-        let mut child = cmd
-            .arg(id)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ctx(|| format!("spawning the monitor ({})", self.cfg.exe.display()))?;
         let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
+        let _ = BufReader::new(out).read_line(&mut line);
         // The monitor stays; reap it in the background when it exits, so
         // it never lingers as our zombie.
         std::thread::spawn(move || {
             let _ = child.wait();
         });
+        // The next start's monitor, now that this container runs.
+        self.zygotes.refill(self.zygote_command());
         let ready: Ready = serde_json::from_str(line.trim()).map_err(|_| {
             Error::Start(format!(
                 "the monitor exited without an answer (see {})",

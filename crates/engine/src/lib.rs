@@ -11,6 +11,7 @@
 //! - [`client`]: the daemon's side of that socket.
 //! - [`exec`]: processes run inside a running container.
 //! - [`health`]: health checks, run by the monitor.
+//! - [`zygote`]: a monitor started ahead, idle until a container starts.
 //! - [`stats`]: resource usage from the cgroup (`docker stats`).
 //! - [`spec`]: Docker's Config/HostConfig → OCI config.json, with Docker's
 //!   defaults (caps, seccomp, masked paths).
@@ -40,6 +41,7 @@ pub mod stats;
 pub mod sys;
 pub mod user;
 pub mod volumes;
+pub mod zygote;
 
 pub use engine::Engine;
 pub use error::{Error, Result};

@@ -1,8 +1,6 @@
 //! The engine's only `unsafe`: returning freed heap to the kernel
-//! (`malloc_trim`); bringing up the loopback interface of a
-//! container's network namespace (Docker's `--network none` has `lo` up
-//! with 127.0.0.1; a fresh namespace has it down). Also: taking over the
-//! listening socket the daemon hands a monitor as its stdin.
+//! (`malloc_trim`). Also: taking over the listening socket the daemon
+//! hands a monitor as its stdin.
 
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;

@@ -209,20 +209,35 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, payload: &[u8]) -> io::
 /// Receives one descriptor sent with [`send_fd`].
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    recv_with_fd(sock, &mut buf)?.1.ok_or_else(|| io::Error::other("no file descriptor received"))
+}
+
+/// Receives one message into `buf` and the descriptor sent with it, if
+/// any ([`send_fd`], or a plain write): (payload length, descriptor).
+/// A length of 0 is the peer's end.
+pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = [io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let msg = loop {
+        match socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(io::Error::from)?,
+        }
+    };
+    let mut got = None;
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor in our
-                // table for us; nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            for (i, &fd) in fds.iter().enumerate() {
+                // SAFETY: the kernel just installed these descriptors in
+                // our table for us; nothing else owns them.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if i == 0 && got.is_none() {
+                    got = Some(owned);
+                }
             }
         }
     }
-    Err(io::Error::other("no file descriptor received"))
+    Ok((msg.bytes, got))
 }
 
 /// Closes every descriptor from `first` up (the init's copies of what it
