@@ -21,6 +21,8 @@
 #   STORE_SIZE=16G       size of the (sparse) loop file
 #   NO_BUILD=1           use the existing build of scripts/build-release
 #   BERTH=path           the berth binary to time (implies NO_BUILD)
+#   BERTH_BASE=path      a second berth binary, timed as tool "berth-base"
+#                        (add it to TOOLS): an A/B of two builds in the same rounds
 #   RESULTS=path         markdown file to append to (default bench/RESULTS.md)
 set -euo pipefail
 
@@ -412,6 +414,11 @@ declare -A what cmd reset
 what[berth]="pull: download, verify, unpack (fsynced snapshots)"
 cmd[berth]="$BERTH --root $S/berth pull -q $ref"
 reset[berth]="$work/bin/reset-dir $S/berth"
+if [ -n "${BERTH_BASE:-}" ]; then
+  what[berth-base]="the same pull, with the baseline build $BERTH_BASE"
+  cmd[berth-base]="$BERTH_BASE --root $S/berth-base pull -q $ref"
+  reset[berth-base]="$work/bin/reset-dir $S/berth-base"
+fi
 what[podman]="pull: download, verify, unpack into overlay storage"
 cmd[podman]="$work/bin/podman-env $work/podman $S/podman podman --root $S/podman/storage --runroot $S/podman/run --tmpdir $S/podman/tmp --storage-driver overlay --cgroup-manager=cgroupfs --events-backend=file pull -q --tls-verify=false $ref"
 reset[podman]="$work/bin/reset-dir $S/podman $S/podman/tmp"
@@ -446,7 +453,7 @@ note() { notes+=("$1"); log "$1"; }
 # per-layer directories (whiteouts excluded), to check all unpack the same.
 unpacked_files() {
   case $1 in
-    berth) find "$S/berth/snapshots" -type f ! -name '.wh.*' 2>/dev/null | wc -l ;;
+    berth | berth-base) find "$S/$1/snapshots" -type f ! -name '.wh.*' 2>/dev/null | wc -l ;;
     podman | skopeo-storage) find "$S/$1/storage/overlay" -path '*/diff/*' -type f ! -name '.wh.*' 2>/dev/null | wc -l ;;
     docker) find "$S/docker/overlay2" -path '*/diff/*' -type f ! -name '.wh.*' 2>/dev/null | wc -l ;;
     untar | untar-sync) find "$S/$1" -type f ! -name '.wh.*' 2>/dev/null | wc -l ;;
@@ -462,7 +469,7 @@ declare -A err files
 for t in $TOOLS; do
   [ -n "${cmd[$t]:-}" ] || die "unknown tool $t (known: ${!cmd[*]})"
   need=$t
-  case $t in skopeo-*) need=skopeo ;; gzip) need=gzip ;; untar*) need=pigz ;; berth) need=$BERTH ;; esac
+  case $t in skopeo-*) need=skopeo ;; gzip) need=gzip ;; untar*) need=pigz ;; berth) need=$BERTH ;; berth-base) need=$BERTH_BASE ;; esac
   if ! command -v "$need" >/dev/null; then
     err[$t]="$need not installed"
     [ "$t" != docker ] || err[$t]="dockerd not installed (apt-get install -y docker.io; no service is started here)"

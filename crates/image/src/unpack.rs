@@ -83,7 +83,19 @@ pub fn decompress<'a>(c: Compression, r: impl Read + 'a) -> Result<Box<dyn Read 
 pub fn unpack_layer(tar: impl Read, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats> {
     let root = rustix::fs::open(dest, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .ctx(|| format!("layer {}: opening {}", opts.layer, dest.display()))?;
-    let mut u = Unpacker { root, opts, stats: UnpackStats::default(), dirs: BTreeMap::new(), buf: vec![0; 1 << 16] };
+    // A default ACL on the destination would decide modes instead of the umask.
+    let acl = rustix::fs::getxattr(dest, "system.posix_acl_default", &mut [0u8; 0]).is_ok();
+    let mut u = Unpacker {
+        root,
+        opts,
+        stats: UnpackStats::default(),
+        dirs: BTreeMap::new(),
+        buf: vec![0; 1 << 16],
+        parent: None,
+        removed: false,
+        creator: (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()),
+        umask: if acl { None } else { current_umask() },
+    };
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|e| u.bad(format!("reading tar: {e}")))?;
     for entry in entries {
@@ -118,6 +130,27 @@ struct Unpacker<'o> {
     dirs: BTreeMap<Vec<u8>, Meta>,
     /// Copy buffer for file contents.
     buf: Vec<u8>,
+    /// The parent directory of the last entry (cleaned path, descriptor):
+    /// a layer lists a directory's files one after the other, and each
+    /// would otherwise resolve its parent from the root again. Dropped
+    /// whenever an entry removes anything (a path may then lead elsewhere).
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    /// This entry removed something: the cached parent is not kept.
+    removed: bool,
+    /// Who creates the files (euid, egid): an entry owned by them needs no chown.
+    creator: (u32, u32),
+    /// The process umask, when files may be created with their final mode
+    /// at once (none: every file gets a chmod). Off once a directory gets
+    /// a default ACL, which then decides new files' modes instead.
+    umask: Option<u32>,
+}
+
+/// The process umask, from /proc/self/status (reading it with umask(2)
+/// would change it for a moment, for every thread).
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// The kinds of entry this unpacker writes.
@@ -193,32 +226,81 @@ impl Unpacker<'_> {
             };
         };
         let name = OsStr::from_bytes(name);
-        let parent = self.mkdir_all(&raw_path, parent)?;
+        let key = parent.join(&b'/');
+        let parent = match self.parent.take() {
+            Some((k, fd)) if k == key => fd,
+            _ => self.mkdir_all(&raw_path, parent)?,
+        };
+        self.removed = false;
+        let written = self.apply(entry, kind, &raw_path, &comps, name, &parent, meta)?;
+        if !self.removed {
+            self.parent = Some((key, parent));
+        }
+        if written {
+            self.stats.entries += 1;
+        }
+        Ok(())
+    }
 
+    /// Writes the entry `raw_path` (cleaned: `comps`) as `parent/name`;
+    /// false if it is skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: Kind,
+        raw_path: &[u8],
+        comps: &[&[u8]],
+        name: &OsStr,
+        parent: &OwnedFd,
+        meta: Meta,
+    ) -> Result<bool> {
+        let raw_path = raw_path.to_vec();
         match kind {
             Kind::Dir => {
-                match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
+                        self.removed = true;
                         remove_all_at(parent.as_fd(), name).map_err(|e| self.io(&raw_path, "replacing", e))?;
-                        self.mkdir(&raw_path, &parent, name)?;
+                        self.mkdir(&raw_path, parent, name)?;
                     }
-                    Err(Errno::NOENT) => self.mkdir(&raw_path, &parent, name)?,
+                    Err(Errno::NOENT) => self.mkdir(&raw_path, parent, name)?,
                     Err(e) => return Err(self.io(&raw_path, "inspecting", e)),
                 }
                 let dir = self.reopen_dir(&raw_path, parent.as_fd(), name)?;
                 self.chown_fd(&raw_path, &dir, &meta)?;
                 self.set_xattrs_fd(&raw_path, &dir, &meta)?;
+                if meta.xattrs.iter().any(|(k, _)| k == "system.posix_acl_default") {
+                    // Files made in it get the ACL's modes, not the umask's.
+                    self.umask = None;
+                }
                 self.dirs.insert(comps.join(&b'/'), meta);
             }
             Kind::File => {
-                self.replace(&raw_path, &parent, name)?;
-                let fd = rustix::fs::openat(
-                    &parent,
-                    name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                // Owned by whoever unpacks (root, as a rule) and with a mode
+                // the umask leaves alone: created with its final mode, no
+                // chown or chmod after. Otherwise 0600 first, the owner,
+                // then the mode (chown clears setuid and setgid).
+                let chown = self.opts.privileged && (meta.uid, meta.gid) != self.creator;
+                let exact = self.umask.is_some_and(|u| meta.mode & u == 0) && !(chown && meta.mode & 0o6000 != 0);
+                let create = |parent: &OwnedFd| {
+                    rustix::fs::openat(
+                        parent,
+                        name,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(if exact { meta.mode } else { 0o600 }),
+                    )
+                };
+                // Try first: a path that is already there (a later entry
+                // wins) is the exception.
+                let fd = match create(parent) {
+                    Err(Errno::EXIST) => {
+                        self.replace(&raw_path, parent, name)?;
+                        create(parent)
+                    }
+                    r => r,
+                }
                 .map_err(|e| self.io(&raw_path, "creating file", e))?;
                 let mut file = File::from(fd);
                 let expected = entry.size();
@@ -240,9 +322,13 @@ impl Unpacker<'_> {
                     );
                 }
                 self.stats.bytes += written;
-                self.chown_fd(&raw_path, &file, &meta)?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
-                    .map_err(|e| self.io(&raw_path, "setting mode", e))?;
+                if chown {
+                    self.chown_fd(&raw_path, &file, &meta)?;
+                }
+                if !exact {
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
+                        .map_err(|e| self.io(&raw_path, "setting mode", e))?;
+                }
                 self.set_xattrs_fd(&raw_path, &file, &meta)?;
                 rustix::fs::futimens(&file, &times(&meta)).map_err(|e| self.io(&raw_path, "setting times", e))?;
             }
@@ -252,10 +338,10 @@ impl Unpacker<'_> {
                     return Err(self.refuse(&raw_path, "symlink without a target"));
                 }
                 self.check_name(&raw_path, &target, "symlink target")?;
-                self.replace(&raw_path, &parent, name)?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, name)
+                self.replace(&raw_path, parent, name)?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), parent, name)
                     .map_err(|e| self.io(&raw_path, "creating symlink", e))?;
-                self.after_node(&raw_path, &parent, name, &meta, false)?;
+                self.after_node(&raw_path, parent, name, &meta, false)?;
             }
             Kind::Hardlink => {
                 let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
@@ -288,14 +374,14 @@ impl Unpacker<'_> {
                     }
                     Err(e) => return Err(self.io(&raw_path, "inspecting hardlink target", e)),
                 }
-                self.replace(&raw_path, &parent, name)?;
+                self.replace(&raw_path, parent, name)?;
                 // Flags 0: a symlink target is linked itself, never followed.
-                rustix::fs::linkat(&tparent, tname, &parent, name, AtFlags::empty())
+                rustix::fs::linkat(&tparent, tname, parent, name, AtFlags::empty())
                     .map_err(|e| self.io(&raw_path, "creating hardlink", e))?;
             }
             Kind::Char | Kind::Block if !self.opts.privileged => {
                 // Rootless engines skip device nodes the same way.
-                return Ok(());
+                return Ok(false);
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let (ft, dev) = match kind {
@@ -303,14 +389,13 @@ impl Unpacker<'_> {
                     Kind::Block => (FileType::BlockDevice, self.dev(entry, &raw_path)?),
                     _ => (FileType::Fifo, 0),
                 };
-                self.replace(&raw_path, &parent, name)?;
-                rustix::fs::mknodat(&parent, name, ft, Mode::from_raw_mode(0o600), dev)
+                self.replace(&raw_path, parent, name)?;
+                rustix::fs::mknodat(parent, name, ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(|e| self.io(&raw_path, "creating node", e))?;
-                self.after_node(&raw_path, &parent, name, &meta, true)?;
+                self.after_node(&raw_path, parent, name, &meta, true)?;
             }
         }
-        self.stats.entries += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Ownership, mode, xattrs and times of a symlink or node just made at
@@ -371,6 +456,8 @@ impl Unpacker<'_> {
 
     /// Handles `parent/name` where `name` starts with `.wh.`.
     fn whiteout(&mut self, raw: &[u8], parent: &[&[u8]], name: &[u8]) -> Result<()> {
+        // It removes what it hides.
+        self.parent = None;
         if name == WH_OPAQUE {
             let dir = self.mkdir_all(raw, parent)?;
             let dir = self.reopen_dir(raw, dir.as_fd(), OsStr::new("."))?;
@@ -399,9 +486,12 @@ impl Unpacker<'_> {
     }
 
     /// Removes whatever is at `parent/name` (a later entry wins).
-    fn replace(&self, raw: &[u8], parent: &OwnedFd, name: &OsStr) -> Result<()> {
+    fn replace(&mut self, raw: &[u8], parent: &OwnedFd, name: &OsStr) -> Result<()> {
         match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => remove_all_at(parent.as_fd(), name).map_err(|e| self.io(raw, "replacing", e)),
+            Ok(_) => {
+                self.removed = true;
+                remove_all_at(parent.as_fd(), name).map_err(|e| self.io(raw, "replacing", e))
+            }
             Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(self.io(raw, "inspecting", e)),
         }
@@ -963,15 +1053,73 @@ mod tests {
     #[test]
     fn umask_does_not_change_modes() {
         let dest = tempfile::tempdir().unwrap();
-        let tar = Tar::new().file("a/b", 0o666, b"").dir("c/", 0o777).bytes();
-        let old = rustix::process::umask(Mode::from_raw_mode(0o077));
-        let r = unpack(&tar, dest.path(), false);
-        rustix::process::umask(old);
-        r.unwrap();
+        // In a child process: the umask is the whole process's, and the
+        // other tests unpack in parallel threads.
+        let exe = std::env::current_exe().unwrap();
+        let st = std::process::Command::new(exe)
+            .args(["--exact", "unpack::tests::umask_child", "--nocapture"])
+            .env("BERTH_UNPACK_UMASK_CHILD", dest.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{st:?}");
         let mode = |p: &str| std::fs::metadata(dest.path().join(p)).unwrap().mode() & 0o7777;
         assert_eq!(mode("a/b"), 0o666);
         assert_eq!(mode("c"), 0o777);
         assert_eq!(mode("a"), 0o755);
+    }
+
+    /// The unpack of [`umask_does_not_change_modes`], under umask 077.
+    #[test]
+    fn umask_child() {
+        let Some(dest) = std::env::var_os("BERTH_UNPACK_UMASK_CHILD") else { return };
+        let tar = Tar::new().file("a/b", 0o666, b"").dir("c/", 0o777).bytes();
+        rustix::process::umask(Mode::from_raw_mode(0o077));
+        unpack(&tar, Path::new(&dest), false).unwrap();
+    }
+
+    #[test]
+    fn modes_and_owners_whether_or_not_a_chown_is_needed() {
+        let dest = tempfile::tempdir().unwrap();
+        let me = (rustix::process::geteuid().as_raw() as u64, rustix::process::getegid().as_raw() as u64);
+        let tar = Tar::new()
+            .add(tar::EntryType::Regular, "bin/suid-mine", 0o4755, b"x", None, 5, me)
+            .add(tar::EntryType::Regular, "bin/suid-other", 0o6755, b"x", None, 5, (1000, 1000))
+            .add(tar::EntryType::Regular, "bin/none", 0o000, b"x", None, 5, me)
+            .add(tar::EntryType::Regular, "bin/other", 0o640, b"x", None, 5, (1000, 1001))
+            .add(tar::EntryType::Regular, "bin/wide", 0o777, b"x", None, 5, me)
+            .bytes();
+        unpack(&tar, dest.path(), is_root()).unwrap();
+        let meta = |p: &str| std::fs::metadata(dest.path().join(p)).unwrap();
+        assert_eq!(meta("bin/suid-mine").mode() & 0o7777, 0o4755);
+        assert_eq!(meta("bin/none").mode() & 0o7777, 0o000);
+        assert_eq!(meta("bin/wide").mode() & 0o7777, 0o777);
+        assert_eq!(meta("bin/other").mode() & 0o7777, 0o640);
+        if is_root() {
+            // chown clears setuid/setgid: the mode must come after it.
+            let m = meta("bin/suid-other");
+            assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o6755, 1000, 1000));
+            assert_eq!((meta("bin/other").uid(), meta("bin/other").gid()), (1000, 1001));
+        }
+        assert_eq!(std::fs::read(dest.path().join("bin/none")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_parent_replaced_by_a_symlink_is_followed_by_later_entries() {
+        let dest = tempfile::tempdir().unwrap();
+        let tar = Tar::new()
+            .dir("e/", 0o755)
+            .file("d/one", 0o644, b"1")
+            .file("d/two", 0o644, b"2")
+            .symlink("d", "e")
+            .file("d/three", 0o644, b"3")
+            .file("d/two", 0o644, b"22")
+            .bytes();
+        unpack(&tar, dest.path(), false).unwrap();
+        let p = dest.path();
+        assert!(std::fs::symlink_metadata(p.join("d")).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(p.join("e/three")).unwrap(), b"3");
+        assert_eq!(std::fs::read(p.join("e/two")).unwrap(), b"22");
+        assert!(!p.join("e/one").exists(), "the replaced directory's files went with it");
     }
 
     #[test]
