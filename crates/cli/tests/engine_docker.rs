@@ -541,7 +541,19 @@ fn run_rm_releases_everything_and_restart_sweeps_leftovers() {
     // Not a container id: not the daemon's to touch.
     let other = containers.join("not-a-container");
     std::fs::create_dir_all(&other).expect("mkdir");
+    // The record of a --rm container whose lazy removal a crash undid,
+    // after its directory was released.
+    {
+        let db = berth_engine::db::ContainerDb::open(&d.root()).expect("open the container db");
+        let ghost = serde_json::from_value(serde_json::json!({
+            "id": "cd".repeat(32), "name": "ghost", "created": "", "image_name": "busybox", "image_id": "",
+            "config": {}, "host_config": {"AutoRemove": true}, "log_path": "", "layers": [],
+        }))
+        .expect("record");
+        db.insert(&ghost).expect("insert");
+    }
     d.spawn();
+    assert_eq!(d.ok(&["ps", "-aq", "--filter", "name=ghost"]), "", "a released --rm container came back");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(!left.exists(), "the leftover container directory survived a restart");
     assert!(!mounts.contains(&rootfs.display().to_string()), "the leftover rootfs is still mounted");

@@ -815,17 +815,18 @@ impl Engine {
             self.db.remove(&rid)?;
             return release_container(&self.runtime(), &rid, &paths);
         }
-        // Gone for every reader now; durable (and released) in the
-        // background. A crash in between brings back an exited --rm
-        // container, which recover() removes again.
+        // Gone for every reader now, and released in the background. The
+        // removal is not waited for on disk (it becomes durable with the
+        // next durable commit, such as the next create's): a crash before
+        // that brings back the record of an exited --rm container, with or
+        // without its directory, and recover() removes it again. An fsync
+        // here would compete with the next container's start for the disk.
         self.db.remove_lazily(&rid)?;
-        let (rt, db) = (self.runtime(), self.db.clone());
+        let rt = self.runtime();
         let spawned = std::thread::Builder::new().name("rm-cleanup".into()).spawn(move || {
-            let _ = db.flush();
             let _ = release_container(&rt, &rid, &paths);
         });
         if spawned.is_err() {
-            self.db.flush()?;
             return release_container(&self.runtime(), &c.record.id, &self.container_paths(&c.record.id));
         }
         Ok(())
@@ -993,6 +994,13 @@ impl Engine {
         }
         for c in self.list()? {
             let paths = self.container_paths(&c.record.id);
+            let auto_remove = c.record.host_config.auto_remove.unwrap_or(false);
+            if auto_remove && !paths.dir.exists() {
+                // A --rm container released before a crash undid the
+                // removal of its record (see `remove`): finish it.
+                self.db.remove(&c.record.id)?;
+                continue;
+            }
             let saved = monitor::load_state(&paths);
             if saved.status != c.state.status {
                 let mut st = saved;
@@ -1002,7 +1010,7 @@ impl Engine {
                 monitor::save_state(&paths, &st)?;
             }
             let exited = matches!(c.state.status, Status::Exited) && c.state.started_at != crate::record::ZERO_TIME;
-            if exited && c.record.host_config.auto_remove.unwrap_or(false) {
+            if exited && auto_remove {
                 let _ = self.remove(&c.record.id, true);
             }
         }
