@@ -305,6 +305,19 @@ mod berth_client;
 #[allow(dead_code)]
 mod common;
 
+/// `docker events --since SINCE --until <now + 1 s> FILTERS… --format FORMAT`:
+/// what was published from `since` up to now.
+fn events_until_now(d: &Daemon, since: &str, filters: &[&str], format: &str) -> String {
+    let until =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
+    let mut args = vec!["events", "--since", since, "--until", &until];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    args.extend(["--format", format]);
+    d.ok(&args)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -684,85 +697,37 @@ fn events_with_since_until_and_filters() {
     d.ok(&["rm", "evt"]);
     d.ok(&["run", "--rm", "--name", "other", "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(300));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
-    let until = (now + 1).to_string();
     let since = t0.to_string();
-    let out = d.ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--filter",
-        "container=evt",
-        "--format",
-        "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}",
-    ]);
+    let out = events_until_now(&d, &since, &["container=evt"], "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}");
     let actions: Vec<&str> = out.lines().map(|l| l.trim().trim_end_matches(" <no value>")).collect();
     assert_eq!(actions, vec!["create", "start", "die 2", "destroy"], "{out}");
-    let out = d.ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--filter",
-        "event=destroy",
-        "--format",
-        "{{.Actor.Attributes.name}}",
-    ]);
+    let out = events_until_now(&d, &since, &["event=destroy"], "{{.Actor.Attributes.name}}");
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["evt", "other"], "{out}");
     // A container with a named volume: the volume's create, mount (with
     // where and how) and unmount, as Docker publishes them.
     d.ok(&["run", "--rm", "--name", "voluser", "-v", "evvol:/data:ro", "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(300));
-    let until =
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = events_until_now(
+        &d,
         &since,
-        "--until",
-        &until,
-        "--filter",
-        "type=volume",
-        "--filter",
-        "volume=evvol",
-        "--format",
+        &["type=volume", "volume=evvol"],
         "{{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"destination\"}} {{index .Actor.Attributes \"read/write\"}}",
-    ]);
+    );
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches(" <no value> <no value>").trim_end()).collect();
     assert_eq!(lines, vec!["create evvol", "mount evvol /data false", "unmount evvol"], "{out}");
     // exec's create, start and die, with the command and the exit code;
     // `event=exec_start` matches `exec_start: <command>`.
     d.ok(&["run", "-d", "--name", "execd", "busybox", "sleep", "1000"]);
     assert_eq!(d.run(&["exec", "execd", "sh", "-c", "exit 3"]).status.code(), Some(3));
-    let until =
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 1).to_string();
-    let out = d.ok(&[
-        "events",
-        "--since",
+    let out = events_until_now(
+        &d,
         &since,
-        "--until",
-        &until,
-        "--filter",
-        "container=execd",
-        "--format",
+        &["container=execd"],
         "{{.Action}}|{{index .Actor.Attributes \"exitCode\"}}|{{len (index .Actor.Attributes \"execID\")}}",
-    ]);
+    );
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("exec")).collect();
     assert_eq!(lines, vec!["exec_create: sh -c exit 3||64", "exec_start: sh -c exit 3||64", "exec_die|3|64"], "{out}");
-    let out = d.ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--filter",
-        "event=exec_start",
-        "--format",
-        "{{.Action}}",
-    ]);
+    let out = events_until_now(&d, &since, &["event=exec_start"], "{{.Action}}");
     assert_eq!(out, "exec_start: sh -c exit 3\n");
     d.ok(&["rm", "-f", "execd"]);
 }
@@ -975,18 +940,7 @@ fn health_checks_in_inspect_ps_and_events() {
     );
     d.wait_for("hc", "{{.State.Health.Status}}", "unhealthy");
     assert!(d.inspect("hc", "{{.State.Health.FailingStreak}}").parse::<u32>().expect("streak") >= 2);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
-    let events = d.ok(&[
-        "events",
-        "--since",
-        &t0.to_string(),
-        "--until",
-        &(now + 1).to_string(),
-        "--filter",
-        "container=hc",
-        "--format",
-        "{{.Action}}",
-    ]);
+    let events = events_until_now(&d, &t0.to_string(), &["container=hc"], "{{.Action}}");
     let health: Vec<&str> = events.lines().filter(|l| l.starts_with("health_status")).collect();
     assert_eq!(health, vec!["health_status: healthy", "health_status: unhealthy"], "{events}");
 
