@@ -84,6 +84,6 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(c.removed_code("abc"), Some(3));
         assert_eq!(c.removed_code("other"), None);
-        t.join().unwrap();
+        t.join().expect("thread");
     }
 }

@@ -301,8 +301,8 @@ impl Drop for Daemon {
 
 #[path = "engine/berth_client.rs"]
 mod berth_client;
+// (The module allows its own dead code.)
 #[path = "../../image/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 /// `docker events --since SINCE --until <now + 1 s> FILTERS… --format FORMAT`:

@@ -73,8 +73,8 @@ mod tests {
 
     #[test]
     fn parses_docker_notation() {
-        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![16, 17]);
-        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[").unwrap(), vec![b'a', 0, 27]);
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").expect("parses"), vec![16, 17]);
+        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[").expect("parses"), vec![b'a', 0, 27]);
         assert!(parse_detach_keys("ctrl-1").is_err());
         assert!(parse_detach_keys("abc").is_err());
     }
