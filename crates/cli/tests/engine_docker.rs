@@ -463,6 +463,11 @@ fn docker_default_sandbox_and_privileged() {
         text(&o.stderr)
     );
     d.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", mount]);
+    // So does unshare (seccomp and capabilities both refuse it by default).
+    let o = d.run(&["run", "--rm", "busybox", "unshare", "-n", "true"]);
+    assert_ne!(o.status.code(), Some(0), "unshare worked in a default container");
+    assert!(text(&o.stderr).contains("Operation not permitted"), "{}", text(&o.stderr));
+    d.ok(&["run", "--rm", "--privileged", "busybox", "unshare", "-n", "true"]);
     // Masked /proc paths read empty; /etc/hostname is the container's.
     assert_eq!(d.ok(&["run", "--rm", "busybox", "cat", "/proc/interrupts"]), "");
     assert!(!d.ok(&["run", "--rm", "--privileged", "busybox", "cat", "/proc/interrupts"]).is_empty());
