@@ -154,10 +154,11 @@ pub fn filter_matches(
             "reference" => tagged && (glob(v, repo) || glob(v, &format!("{repo}:{tag}"))),
             "before" | "since" => {
                 let other = store.resolve(v).map_err(|_| format!("No such image: {v}"))?;
+                let (mine, theirs) = (crate::images::time_key(&rec.added), crate::images::time_key(&other.added));
                 if k == "before" {
-                    rec.added < other.added
+                    mine < theirs
                 } else {
-                    rec.added > other.added
+                    mine > theirs
                 }
             }
             other => return Err(format!("invalid filter '{other}'")),

@@ -127,7 +127,7 @@ impl ImageDb {
             t.sort();
             out.push((rec, t));
         }
-        out.sort_by(|a, b| b.0.added.cmp(&a.0.added));
+        out.sort_by(|a, b| time_key(&b.0.added).cmp(&time_key(&a.0.added)));
         Ok(out)
     }
 
@@ -244,6 +244,24 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
+/// The current time as RFC 3339 UTC with nanoseconds, for
+/// [`ImageRecord::added`]: images stored within one second must still
+/// order (`images` lists newest first; `--filter before=`/`since=`).
+pub fn now_rfc3339_nanos() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = rfc3339(d.as_secs());
+    format!("{}.{:09}Z", s.trim_end_matches('Z'), d.subsec_nanos())
+}
+
+/// A key that orders RFC 3339 UTC times with or without a fraction
+/// (records from before [`now_rfc3339_nanos`] have none).
+pub fn time_key(t: &str) -> std::borrow::Cow<'_, str> {
+    match t.strip_suffix('Z') {
+        Some(base) if !base.contains('.') => format!("{base}.000000000Z").into(),
+        _ => t.into(),
+    }
+}
+
 /// Formats seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -268,5 +286,10 @@ mod time_tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_586_691), "2026-11-25T06:04:51Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let (a, b) = (super::now_rfc3339_nanos(), super::now_rfc3339_nanos());
+        assert!(a.len() == 30 && a.ends_with('Z'), "{a}");
+        assert!(super::time_key(&a) <= super::time_key(&b));
+        assert!(super::time_key("2026-11-25T06:04:51Z") < super::time_key("2026-11-25T06:04:51.000000001Z"));
+        assert!(super::time_key("2026-11-25T06:04:51.5Z") < super::time_key("2026-11-25T06:04:52Z"));
     }
 }

@@ -17,7 +17,7 @@ use oci_spec::image::{Descriptor, ImageManifest};
 use crate::content::ContentStore;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::images::{now_rfc3339, ImageDb, ImageRecord, LayerRecord};
+use crate::images::{now_rfc3339_nanos, ImageDb, ImageRecord, LayerRecord};
 use crate::manifest::{self, Parsed, Platform};
 use crate::registry::{ImageRef, Registry};
 use crate::snapshot::Snapshots;
@@ -246,7 +246,7 @@ impl ImageStore {
             config_size: config.len() as u64,
             layers: layers.clone(),
             size: layers.iter().map(|l| l.size).sum(),
-            added: now_rfc3339(),
+            added: now_rfc3339_nanos(),
         });
         let rd = format!("{repo}@{shown}");
         if !record.repo_digests.contains(&rd) {
@@ -447,7 +447,7 @@ impl ImageStore {
             config_size: config.len() as u64,
             layers: layers.clone(),
             size: layers.iter().map(|l| l.size).sum(),
-            added: now_rfc3339(),
+            added: now_rfc3339_nanos(),
         });
         for rd in repo_digests {
             if !record.repo_digests.contains(rd) {
