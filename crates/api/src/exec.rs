@@ -168,11 +168,7 @@ pub async fn start(State(s): State<AppState>, Path(id): Path<String>, mut req: R
     };
     let detach = v.get("Detach").and_then(|d| d.as_bool()).unwrap_or(false);
     let (s2, eid, cfg, cid) = (s.clone(), id.clone(), inst.config.clone(), inst.container.clone());
-    let (cmd, file, container) = blocking(move || {
-        let (cmd, file) = s2.exec_command(&cid, &eid, &cfg)?;
-        Ok((cmd, file, s2.resolve(&cid)?))
-    })
-    .await?;
+    let (cmd, file, container) = blocking(move || Ok(s2.exec_command(&cid, &eid, &cfg)?)).await?;
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(if inst.stdin && !detach { Stdio::piped() } else { Stdio::null() })
         .stdout(if detach { Stdio::null() } else { Stdio::piped() })

@@ -30,9 +30,19 @@ pub struct ContainerDb {
 /// Lazy commits and the background durable commit that covers them.
 #[derive(Debug, Default)]
 struct Lazy {
-    /// (lazy commits so far, lazy commits made durable, a flusher runs).
-    state: Mutex<(u64, u64, bool)>,
+    state: Mutex<LazyState>,
     done: Condvar,
+}
+
+/// Counters of [`Lazy`]: a waiter for commit N is done once `durable >= N`.
+#[derive(Debug, Default)]
+struct LazyState {
+    /// Lazy commits made so far.
+    made: u64,
+    /// How many of them are durable.
+    durable: u64,
+    /// A background flusher is at work.
+    flushing: bool,
 }
 
 impl ContainerDb {
@@ -114,47 +124,47 @@ impl ContainerDb {
     /// far, unless one is running (it then makes another when done).
     fn flush_soon(&self) {
         let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 += 1;
-        if st.2 {
+        st.made += 1;
+        if st.flushing {
             return;
         }
-        st.2 = true;
+        st.flushing = true;
         drop(st);
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("db-flush".into()).spawn(move || loop {
-            let target = me.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).0;
+            let target = me.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).made;
             let ok = me.flush().is_ok();
             let mut st = me.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
             if ok {
-                st.1 = st.1.max(target);
+                st.durable = st.durable.max(target);
             }
-            if !ok || st.1 >= st.0 {
+            if !ok || st.durable >= st.made {
                 // On failure, the waiters flush themselves and see the error.
-                st.2 = false;
+                st.flushing = false;
                 me.lazy.done.notify_all();
                 return;
             }
         });
         if spawned.is_err() {
-            self.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).2 = false;
+            self.lazy.state.lock().unwrap_or_else(|e| e.into_inner()).flushing = false;
         }
     }
 
     /// Waits until every lazy commit made before this call is durable.
     pub fn wait_durable(&self) -> Result<()> {
         let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
-        let target = st.0;
-        while st.1 < target && st.2 {
+        let target = st.made;
+        while st.durable < target && st.flushing {
             st = self.lazy.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        if st.1 >= target {
+        if st.durable >= target {
             return Ok(());
         }
         drop(st);
         // No flusher at work (it failed, or could not be started).
         self.flush()?;
         let mut st = self.lazy.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.1 = st.1.max(target);
+        st.durable = st.durable.max(target);
         Ok(())
     }
 

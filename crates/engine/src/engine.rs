@@ -569,19 +569,24 @@ impl Engine {
         }
     }
 
-    /// `berth monitor --zygote …` (see [`crate::zygote`]).
-    fn zygote_command(&self) -> Command {
+    /// `berth monitor --root R --run-root RR`, for the caller to finish.
+    fn monitor_command(&self) -> Command {
         let p = &self.cfg.paths;
         let mut cmd = self.berth_command();
-        cmd.arg("monitor").arg("--zygote").arg(crate::zygote::CMDLINE_ROOM);
-        cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+        cmd.arg("monitor").arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+        cmd
+    }
+
+    /// `berth monitor … --zygote ROOM` (see [`crate::zygote`]).
+    fn zygote_command(&self) -> Command {
+        let mut cmd = self.monitor_command();
+        cmd.arg("--zygote").arg(crate::zygote::CMDLINE_ROOM);
         cmd
     }
 
     /// Starts the monitor of `id` (the idle zygote, else a new process)
     /// and reads its answer.
     fn spawn_monitor(&self, id: &str) -> Result<i32> {
-        let p = &self.cfg.paths;
         let waiting = self.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0);
         let prebound = self.prebound.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         let activation = crate::zygote::Activation { id: id.to_string(), wait_attach: waiting };
@@ -593,9 +598,8 @@ impl Engine {
             // The zygote has its own copy of the listener; ours closes.
             Some(pair) => pair,
             None => {
-                let mut cmd = self.berth_command();
-                cmd.arg("monitor").arg("--wait-attach").arg(waiting.to_string());
-                cmd.arg("--root").arg(&p.root).arg("--run-root").arg(&p.run_root);
+                let mut cmd = self.monitor_command();
+                cmd.arg("--wait-attach").arg(waiting.to_string());
                 // The prebound listener goes in as the monitor's stdin: with no
                 // descriptor to move in the child, std spawns it with posix_spawn
                 // (vfork) instead of forking this multi-threaded daemon's whole

@@ -35,8 +35,14 @@ pub struct ExecConfig {
 
 impl Engine {
     /// Prepares an exec in container `id`: returns the command that runs
-    /// it (stdio to be set by the caller) and the process.json it uses.
-    pub fn exec_command(&self, id: &str, exec_id: &str, cfg: &ExecConfig) -> Result<(Command, PathBuf)> {
+    /// it (stdio to be set by the caller), the process.json it uses, and
+    /// the container as it was resolved (for the exec's events).
+    pub fn exec_command(
+        &self,
+        id: &str,
+        exec_id: &str,
+        cfg: &ExecConfig,
+    ) -> Result<(Command, PathBuf, crate::engine::Container)> {
         let c = self.resolve(id)?;
         if c.state.status != Status::Running {
             return Err(Error::Conflict(format!("container {} is not running", c.record.id)));
@@ -91,6 +97,6 @@ impl Engine {
             cmd.arg("--tty");
         }
         cmd.arg(&c.record.id);
-        Ok((cmd, file))
+        Ok((cmd, file, c))
     }
 }

@@ -996,7 +996,7 @@ impl Monitor {
         self.health_waiters = keep;
         for (mut w, after) in due {
             let changes: Vec<_> = self.health_changes.iter().filter(|(n, _)| *n > after).collect();
-            let _ = w.write_all(json_line(&serde_json::json!({"Changes": changes, "Latest": latest})).as_bytes());
+            let _ = w.write_all(json_line(&serde_json::json!({"Changes": changes})).as_bytes());
         }
     }
 

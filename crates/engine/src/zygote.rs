@@ -45,8 +45,8 @@ pub struct Zygote {
 }
 
 impl Zygote {
-    /// Starts a zygote with `cmd` (`berth monitor --zygote ROOM --root R
-    /// --run-root RR`); its stdin becomes the activation socket.
+    /// Starts a zygote with `cmd` (`berth monitor --root R --run-root RR
+    /// --zygote ROOM`); its stdin becomes the activation socket.
     pub fn spawn(mut cmd: Command) -> std::io::Result<Zygote> {
         // Seqpacket: the activation arrives as one message.
         let (ours, theirs) = rustix::net::socketpair(

@@ -255,7 +255,6 @@ impl Unpacker<'_> {
         parent: &OwnedFd,
         meta: Meta,
     ) -> Result<bool> {
-        let raw_path = raw_path.to_vec();
         match kind {
             Kind::Dir => {
                 match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
